@@ -1,0 +1,73 @@
+// Per-limiter counters: what get_limiter(name).get_metrics() returns.
+// Every acquire call ends in exactly one of: an acquisition, a denial, a
+// timeout, a cancellation, or an exception for bad arguments.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+namespace ratesync {
+
+struct limiter_metrics {
+  // Permits handed out (including fail-open admissions while the store failed).
+  std::uint64_t total_acquisitions = 0;
+  // Sum, average and maximum of the time each successful acquire spent between
+  // its call and its permit, in milliseconds.
+  double total_wait_time_ms = 0.0;
+  double avg_wait_time_ms = 0.0;
+  double max_wait_time_ms = 0.0;
+  // Acquires that waited for a concurrency slot for their whole timeout.
+  std::uint64_t timeouts = 0;
+  // Acquires refused at once because the wait they needed exceeded their
+  // timeout (zero timeout included); nothing was consumed.
+  std::uint64_t denied = 0;
+  // Acquires abandoned by their caller (cancelled) while waiting.
+  std::uint64_t cancelled = 0;
+  // Permits held right now.
+  std::int64_t current_concurrent = 0;
+  // Acquires that found every max_concurrent slot held (they then waited or
+  // were refused).
+  std::uint64_t max_concurrent_reached = 0;
+  // Permits released (destroyed or released explicitly), each counted once.
+  std::uint64_t total_releases = 0;
+  // Decisions the store could not make (admitted when fail-open, thrown when
+  // fail-closed).
+  std::uint64_t store_errors = 0;
+  // Wall-clock time of the latest successful acquisition.
+  std::optional<std::chrono::system_clock::time_point> last_acquisition_at;
+};
+
+namespace detail {
+
+// Lock-free counters behind limiter_metrics; safe to update and read from any
+// thread. A snapshot reads each field atomically (fields may be from slightly
+// different instants under load).
+class metrics_recorder {
+public:
+  void acquired(std::chrono::nanoseconds waited) noexcept;
+  void released() noexcept { releases_.fetch_add(1, std::memory_order_relaxed); }
+  void denied() noexcept { denied_.fetch_add(1, std::memory_order_relaxed); }
+  void timed_out() noexcept { timeouts_.fetch_add(1, std::memory_order_relaxed); }
+  void cancelled() noexcept { cancelled_.fetch_add(1, std::memory_order_relaxed); }
+  void concurrency_full() noexcept { conc_full_.fetch_add(1, std::memory_order_relaxed); }
+  void store_error() noexcept { store_errors_.fetch_add(1, std::memory_order_relaxed); }
+
+  limiter_metrics snapshot() const noexcept;
+
+private:
+  std::atomic<std::uint64_t> acquisitions_{0};
+  std::atomic<std::uint64_t> wait_ns_total_{0};
+  std::atomic<std::uint64_t> wait_ns_max_{0};
+  std::atomic<std::uint64_t> releases_{0};
+  std::atomic<std::uint64_t> denied_{0};
+  std::atomic<std::uint64_t> timeouts_{0};
+  std::atomic<std::uint64_t> cancelled_{0};
+  std::atomic<std::uint64_t> conc_full_{0};
+  std::atomic<std::uint64_t> store_errors_{0};
+  std::atomic<std::int64_t> last_at_ns_{0}; // system_clock ns since epoch; 0: never
+};
+
+} // namespace detail
+} // namespace ratesync

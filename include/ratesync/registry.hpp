@@ -1,0 +1,92 @@
+// Named stores and limiters. The free functions (ratesync::acquire, ...) use
+// default_registry(); create registry objects of your own for isolation
+// (tests, one per tenant).
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "ratesync/limiter.hpp"
+#include "ratesync/options.hpp"
+
+namespace ratesync {
+
+class registry {
+public:
+  registry();
+  ~registry();
+  registry(const registry&) = delete;
+  registry& operator=(const registry&) = delete;
+
+  // Adds every store and limiter a TOML file declares. All or nothing: on any
+  // error (config_error naming file, line, column and option) the registry is
+  // left exactly as it was. A name already configured is an error.
+  void load_config(const std::filesystem::path& path);
+  // The same from TOML text; `source_name` stands for the file in errors.
+  void load_config_string(std::string_view toml, std::string source_name = "<string>");
+
+  // Programmatic configuration, validated like a file (config_error names the
+  // option). A limiter's store must exist already; empty means the built-in
+  // memory store.
+  void configure_store(const std::string& name, store_options options);
+  void configure_limiter(const std::string& name, limiter_options options);
+
+  // Throws limiter_not_found.
+  limiter get_limiter(std::string_view name);
+  bool has_limiter(std::string_view name);
+  std::vector<std::string> limiter_names();
+  std::vector<std::string> store_names();
+
+  // Shorthands for get_limiter(name).acquire(options) / try_acquire(options).
+  asio::awaitable<permit> acquire(std::string_view name, acquire_options options = {});
+  asio::awaitable<acquire_result> try_acquire(std::string_view name, acquire_options options = {});
+
+private:
+  friend registry& default_registry();
+  struct staged;
+  void commit(staged&& s);
+  std::shared_ptr<detail::limiter_core> find(std::string_view name);
+
+  struct string_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  using limiter_map = std::unordered_map<std::string, std::shared_ptr<detail::limiter_core>,
+                                         string_hash, std::equal_to<>>;
+
+  mutable std::shared_mutex mutex_;
+  std::map<std::string, std::shared_ptr<engine>, std::less<>> stores_;
+  std::shared_ptr<engine> default_store_;
+  limiter_map limiters_;
+  // The default registry loads RATESYNC_CONFIG or ./ratesync.toml on first
+  // lookup if nothing was configured before.
+  bool auto_load_ = false;
+  bool configured_ = false;
+  void auto_load_once();
+};
+
+// The registry behind the free functions.
+registry& default_registry();
+
+// Free functions on default_registry().
+void load_config(const std::filesystem::path& path);
+void load_config_string(std::string_view toml, std::string source_name = "<string>");
+void configure_store(const std::string& name, store_options options);
+void configure_limiter(const std::string& name, limiter_options options);
+limiter get_limiter(std::string_view name);
+
+// `co_await ratesync::acquire("api")` waits for a permit of limiter "api";
+// keep the permit for as long as the guarded work runs.
+asio::awaitable<permit> acquire(std::string_view name, acquire_options options = {});
+asio::awaitable<acquire_result> try_acquire(std::string_view name, acquire_options options = {});
+
+} // namespace ratesync
