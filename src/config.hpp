@@ -20,8 +20,7 @@ struct source_pos {
   std::uint32_t column = 0;
 };
 
-template <class Options>
-struct configured {
+template <class Options> struct configured {
   std::string name;
   Options options;
   source_pos pos;                               // the [stores.NAME] / [limiters.NAME] header

@@ -58,10 +58,10 @@ struct acquire_request {
 
 struct acquire_outcome {
   bool admitted = false;
-  lease_token lease;                     // when admitted
+  lease_token lease;                        // when admitted
   std::chrono::microseconds retry_after{0}; // when refused
   denial_reason reason = denial_reason::rate_limited;
-  bool hit_concurrency_limit = false;    // found every slot held on arrival
+  bool hit_concurrency_limit = false; // found every slot held on arrival
 };
 
 // Read-only view of one key's state (get_state).

@@ -63,6 +63,10 @@ public:
   void release(lease_token lease) noexcept;
 
 private:
+  // The shared body; `options` lives in the awaiting caller's frame.
+  static asio::awaitable<acquire_result> decide(std::shared_ptr<limiter_core> self,
+                                                const acquire_options& options);
+
   limiter_spec spec_;
   std::string store_name_;
   std::shared_ptr<engine> store_; // keeps the engine alive as long as the backend

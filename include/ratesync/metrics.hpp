@@ -47,7 +47,7 @@ namespace detail {
 class metrics_recorder {
 public:
   void acquired(std::chrono::nanoseconds waited) noexcept;
-  void released() noexcept { releases_.fetch_add(1, std::memory_order_relaxed); }
+  void released() noexcept { releases_.fetch_add(1, std::memory_order_release); }
   void denied() noexcept { denied_.fetch_add(1, std::memory_order_relaxed); }
   void timed_out() noexcept { timeouts_.fetch_add(1, std::memory_order_relaxed); }
   void cancelled() noexcept { cancelled_.fetch_add(1, std::memory_order_relaxed); }

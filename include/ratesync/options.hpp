@@ -25,7 +25,7 @@ struct store_options {
   std::string key_prefix = "rate_limit";
   std::int64_t pool_min_size = 2;
   std::int64_t pool_max_size = 10;
-  double timing_margin_ms = 10.0;      // only ever lengthens waits and TTLs
+  double timing_margin_ms = 10.0; // only ever lengthens waits and TTLs
   seconds_d socket_timeout{5.0};
   seconds_d socket_connect_timeout{5.0};
 };

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <asio/awaitable.hpp>
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -17,6 +18,10 @@
 #include "ratesync/options.hpp"
 
 namespace ratesync {
+
+namespace detail {
+struct config_document;
+}
 
 class registry {
 public:
@@ -50,7 +55,9 @@ public:
 
 private:
   friend registry& default_registry();
+  explicit registry(bool auto_load);
   struct staged;
+  void apply(const detail::config_document& doc);
   void commit(staged&& s);
   std::shared_ptr<detail::limiter_core> find(std::string_view name);
 
@@ -69,8 +76,8 @@ private:
   limiter_map limiters_;
   // The default registry loads RATESYNC_CONFIG or ./ratesync.toml on first
   // lookup if nothing was configured before.
-  bool auto_load_ = false;
   bool configured_ = false;
+  std::atomic<bool> auto_load_pending_;
   void auto_load_once();
 };
 

@@ -1,0 +1,163 @@
+// The limiter layer: argument checks, deadlines, fail policy and metrics
+// around one backend decision. Engines know nothing of metrics.
+#include "ratesync/limiter.hpp"
+
+#include <asio/error.hpp>
+#include <cmath>
+#include <fmt/format.h>
+#include <system_error>
+
+namespace ratesync {
+
+std::int64_t limiter_spec::max_cost() const noexcept {
+  if (emission_interval)
+    return burst;
+  if (limit > 0)
+    return limit;
+  return std::numeric_limits<std::int64_t>::max();
+}
+
+namespace {
+
+std::chrono::nanoseconds ceil_ns(double seconds) {
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(std::ceil(seconds * 1e9)));
+}
+
+// Timeouts longer than this are waits without a deadline (and keep the
+// deadline arithmetic far from overflow).
+constexpr double longest_timeout_s = 100.0 * 365 * 24 * 3600;
+
+} // namespace
+
+limiter_spec make_spec(const std::string& name, const limiter_options& options) {
+  validate(name, options);
+  limiter_spec s;
+  s.name = name;
+  s.algo = options.algo;
+  if (options.rate_per_second) {
+    // Rounded up: a longer interval can only make the limit stricter.
+    s.emission_interval =
+        std::max(std::chrono::nanoseconds(1), ceil_ns(1.0 / *options.rate_per_second));
+    s.burst = options.burst.value_or(1);
+  }
+  if (options.algo == algorithm::sliding_window) {
+    s.limit = *options.limit;
+    s.window = std::max(std::chrono::nanoseconds(1), ceil_ns(*options.window_seconds));
+  }
+  s.max_concurrent = options.max_concurrent.value_or(0);
+  if (options.timeout && options.timeout->count() < longest_timeout_s)
+    s.default_timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(*options.timeout);
+  s.fail_closed = options.fail_closed;
+  s.options = options;
+  return s;
+}
+
+void permit::release() noexcept {
+  if (auto core = std::move(core_))
+    core->release(std::exchange(lease_, {}));
+}
+
+namespace detail {
+
+limiter_core::limiter_core(limiter_spec spec, std::string store_name, std::shared_ptr<engine> store)
+    : spec_(std::move(spec)), store_name_(std::move(store_name)), store_(std::move(store)),
+      backend_(store_->make_backend(spec_)) {}
+
+void limiter_core::release(lease_token lease) noexcept {
+  backend_->release(lease);
+  metrics_.released();
+}
+
+namespace {
+
+// Checks the call's arguments and turns its timeout into a deadline.
+acquire_request prepare(const limiter_spec& spec, const acquire_options& options,
+                        std::chrono::steady_clock::time_point start) {
+  if (options.cost < 1)
+    throw invalid_argument(
+        fmt::format("limiter \"{}\": cost must be at least 1 (got {})", spec.name, options.cost));
+  if (options.cost > spec.max_cost())
+    throw invalid_argument(fmt::format(
+        "limiter \"{}\": cost {} exceeds the {} of {}; no wait "
+        "could ever admit it",
+        spec.name, options.cost, spec.emission_interval ? "burst" : "limit", spec.max_cost()));
+  acquire_request req{options.key, options.cost, std::nullopt};
+  if (options.timeout) {
+    const double t = options.timeout->count();
+    if (std::isnan(t) || t < 0)
+      throw invalid_argument(fmt::format(
+          "limiter \"{}\": timeout must be zero or positive seconds (got {})", spec.name, t));
+    if (t < longest_timeout_s)
+      req.deadline = start + std::chrono::duration_cast<std::chrono::nanoseconds>(*options.timeout);
+  } else if (spec.default_timeout) {
+    req.deadline = start + *spec.default_timeout;
+  }
+  return req;
+}
+
+bool is_cancellation(const std::system_error& e) {
+  return e.code() == asio::error::operation_aborted;
+}
+
+} // namespace
+
+asio::awaitable<acquire_result> limiter_core::decide(std::shared_ptr<limiter_core> self,
+                                                     const acquire_options& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const acquire_request req = prepare(self->spec_, options, start);
+  acquire_outcome out;
+  try {
+    out = co_await self->backend_->acquire(req);
+  } catch (const store_error&) {
+    self->metrics_.store_error();
+    if (self->spec_.fail_closed)
+      throw;
+    out = acquire_outcome{};
+    out.admitted = true; // fail open: admitted without a lease
+  } catch (const std::system_error& e) {
+    if (is_cancellation(e))
+      self->metrics_.cancelled();
+    throw;
+  }
+  if (out.hit_concurrency_limit)
+    self->metrics_.concurrency_full();
+  acquire_result r;
+  r.allowed = out.admitted;
+  if (out.admitted) {
+    self->metrics_.acquired(std::chrono::steady_clock::now() - start);
+    r.permit = permit(self, out.lease);
+  } else {
+    r.retry_after = out.retry_after;
+    r.reason = out.reason;
+    if (out.reason == denial_reason::timed_out)
+      self->metrics_.timed_out();
+    else
+      self->metrics_.denied();
+  }
+  co_return r;
+}
+
+asio::awaitable<acquire_result> limiter_core::try_acquire(std::shared_ptr<limiter_core> self,
+                                                          acquire_options options) {
+  co_return co_await decide(std::move(self), options);
+}
+
+asio::awaitable<permit> limiter_core::acquire(std::shared_ptr<limiter_core> self,
+                                              acquire_options options) {
+  acquire_result r = co_await decide(self, options);
+  if (!r.allowed)
+    throw acquisition_error(self->spec_.name, options.key, r.retry_after, r.reason);
+  co_return std::move(r.permit);
+}
+
+asio::awaitable<limiter_state> limiter_core::get_state(std::shared_ptr<limiter_core> self,
+                                                       std::string key) {
+  co_return co_await self->backend_->get_state(std::move(key));
+}
+
+asio::awaitable<void> limiter_core::reset(std::shared_ptr<limiter_core> self, std::string key) {
+  co_await self->backend_->reset(std::move(key));
+}
+
+} // namespace detail
+} // namespace ratesync

@@ -1,0 +1,45 @@
+// Metrics counters: relaxed atomics, read field by field into a snapshot.
+#include "ratesync/metrics.hpp"
+
+namespace ratesync::detail {
+
+void metrics_recorder::acquired(std::chrono::nanoseconds waited) noexcept {
+  const auto ns = static_cast<std::uint64_t>(waited.count() > 0 ? waited.count() : 0);
+  wait_ns_total_.fetch_add(ns, std::memory_order_relaxed);
+  auto max = wait_ns_max_.load(std::memory_order_relaxed);
+  while (ns > max && !wait_ns_max_.compare_exchange_weak(max, ns, std::memory_order_relaxed)) {
+  }
+  const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  last_at_ns_.store(now, std::memory_order_relaxed);
+  // Last, with release: a reader that sees this acquisition sees its wait.
+  acquisitions_.fetch_add(1, std::memory_order_release);
+}
+
+limiter_metrics metrics_recorder::snapshot() const noexcept {
+  limiter_metrics m;
+  // Releases before acquisitions: a release is always counted after its
+  // acquisition, so current_concurrent never reads negative.
+  m.total_releases = releases_.load(std::memory_order_acquire);
+  m.total_acquisitions = acquisitions_.load(std::memory_order_acquire);
+  m.current_concurrent =
+      static_cast<std::int64_t>(m.total_acquisitions) - static_cast<std::int64_t>(m.total_releases);
+  m.total_wait_time_ms = static_cast<double>(wait_ns_total_.load(std::memory_order_relaxed)) / 1e6;
+  m.max_wait_time_ms = static_cast<double>(wait_ns_max_.load(std::memory_order_relaxed)) / 1e6;
+  m.avg_wait_time_ms = m.total_acquisitions == 0
+                           ? 0.0
+                           : m.total_wait_time_ms / static_cast<double>(m.total_acquisitions);
+  m.timeouts = timeouts_.load(std::memory_order_relaxed);
+  m.denied = denied_.load(std::memory_order_relaxed);
+  m.cancelled = cancelled_.load(std::memory_order_relaxed);
+  m.max_concurrent_reached = conc_full_.load(std::memory_order_relaxed);
+  m.store_errors = store_errors_.load(std::memory_order_relaxed);
+  if (auto at = last_at_ns_.load(std::memory_order_relaxed); at != 0)
+    m.last_acquisition_at = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::nanoseconds(at)));
+  return m;
+}
+
+} // namespace ratesync::detail
