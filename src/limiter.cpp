@@ -95,6 +95,11 @@ acquire_request prepare(const limiter_spec& spec, const acquire_options& options
   return req;
 }
 
+[[noreturn]] void throw_denied(const limiter_spec& spec, const acquire_options& options,
+                               const acquire_result& r) {
+  throw acquisition_error(spec.name, options.key, r.retry_after, r.reason);
+}
+
 bool is_cancellation(const std::system_error& e) {
   return e.code() == asio::error::operation_aborted;
 }
@@ -146,7 +151,7 @@ asio::awaitable<permit> limiter_core::acquire(std::shared_ptr<limiter_core> self
                                               acquire_options options) {
   acquire_result r = co_await decide(self, options);
   if (!r.allowed)
-    throw acquisition_error(self->spec_.name, options.key, r.retry_after, r.reason);
+    throw_denied(self->spec_, options, r); // (g++ 12 mis-destroys a throw's temporaries here)
   co_return std::move(r.permit);
 }
 

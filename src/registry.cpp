@@ -129,6 +129,18 @@ void registry::configure_store(const std::string& name, store_options options) {
   apply(doc);
 }
 
+void registry::configure_store(const std::string& name, std::shared_ptr<engine> store) {
+  if (name.empty())
+    throw config_error("", 0, 0, "stores", "a store needs a non-empty name");
+  if (!store)
+    throw config_error("", 0, 0, "stores." + name, "the engine must not be null");
+  std::unique_lock lk(mutex_);
+  if (stores_.count(name))
+    throw config_error("", 0, 0, "stores." + name, "a store of this name is already configured");
+  configured_ = true;
+  stores_.emplace(name, std::move(store));
+}
+
 void registry::configure_limiter(const std::string& name, limiter_options options) {
   detail::config_document doc;
   doc.limiters.push_back({name, std::move(options), {}, {}});
@@ -190,13 +202,21 @@ std::vector<std::string> registry::store_names() {
   return out;
 }
 
-asio::awaitable<permit> registry::acquire(std::string_view name, acquire_options options) {
-  return detail::limiter_core::acquire(find(name), std::move(options));
+asio::awaitable<permit> registry::acquire(std::string_view name, const acquire_options& options) {
+  return detail::limiter_core::acquire(find(name), options);
+}
+
+asio::awaitable<permit> registry::acquire(std::string_view name) {
+  return acquire(name, acquire_options());
+}
+
+asio::awaitable<acquire_result> registry::try_acquire(std::string_view name) {
+  return try_acquire(name, acquire_options());
 }
 
 asio::awaitable<acquire_result> registry::try_acquire(std::string_view name,
-                                                      acquire_options options) {
-  return detail::limiter_core::try_acquire(find(name), std::move(options));
+                                                      const acquire_options& options) {
+  return detail::limiter_core::try_acquire(find(name), options);
 }
 
 registry& default_registry() {
@@ -211,19 +231,25 @@ void load_config_string(std::string_view toml, std::string source_name) {
   default_registry().load_config_string(toml, std::move(source_name));
 }
 void configure_store(const std::string& name, store_options options) {
-  default_registry().configure_store(name, std::move(options));
+  default_registry().configure_store(name, options);
 }
 void configure_limiter(const std::string& name, limiter_options options) {
-  default_registry().configure_limiter(name, std::move(options));
+  default_registry().configure_limiter(name, options);
 }
 limiter get_limiter(std::string_view name) {
   return default_registry().get_limiter(name);
 }
-asio::awaitable<permit> acquire(std::string_view name, acquire_options options) {
-  return default_registry().acquire(name, std::move(options));
+asio::awaitable<permit> acquire(std::string_view name, const acquire_options& options) {
+  return default_registry().acquire(name, options);
 }
-asio::awaitable<acquire_result> try_acquire(std::string_view name, acquire_options options) {
-  return default_registry().try_acquire(name, std::move(options));
+asio::awaitable<acquire_result> try_acquire(std::string_view name, const acquire_options& options) {
+  return default_registry().try_acquire(name, options);
+}
+asio::awaitable<permit> acquire(std::string_view name) {
+  return default_registry().acquire(name, acquire_options());
+}
+asio::awaitable<acquire_result> try_acquire(std::string_view name) {
+  return default_registry().try_acquire(name, acquire_options());
 }
 
 } // namespace ratesync

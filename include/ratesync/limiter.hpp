@@ -16,6 +16,10 @@
 
 namespace ratesync {
 
+// (g++ 12 miscompiles a braced temporary inside a co_await expression, such as
+// `co_await acquire("api", {.timeout = 0s})`: build the options in a named
+// variable first. The overloads below take no defaulted arguments for that
+// reason.)
 struct acquire_options {
   // How long the caller will wait. Unset: the limiter's configured timeout, or
   // as long as it takes when none is configured. Zero: fail fast.
@@ -87,20 +91,24 @@ public:
   // Waits for a permit; throws acquisition_error when it cannot be had within
   // the timeout, invalid_argument for an impossible cost, store_error when the
   // store fails and the limiter is fail_closed.
-  asio::awaitable<permit> acquire(acquire_options options = {}) const {
-    return detail::limiter_core::acquire(core_, std::move(options));
+  asio::awaitable<permit> acquire(const acquire_options& options) const {
+    return detail::limiter_core::acquire(core_, options);
   }
+  asio::awaitable<permit> acquire() const { return acquire(acquire_options()); }
   // As acquire, but a refusal is a result rather than an exception.
-  asio::awaitable<acquire_result> try_acquire(acquire_options options = {}) const {
-    return detail::limiter_core::try_acquire(core_, std::move(options));
+  asio::awaitable<acquire_result> try_acquire(const acquire_options& options) const {
+    return detail::limiter_core::try_acquire(core_, options);
   }
+  asio::awaitable<acquire_result> try_acquire() const { return try_acquire(acquire_options()); }
 
   // Inspects a key's state without consuming anything.
-  asio::awaitable<limiter_state> get_state(std::string key = {}) const {
+  asio::awaitable<limiter_state> get_state() const { return get_state(std::string()); }
+  asio::awaitable<limiter_state> get_state(std::string key) const {
     return detail::limiter_core::get_state(core_, std::move(key));
   }
   // Forgets a key's rate state (operators, tests). Held permits stay held.
-  asio::awaitable<void> reset(std::string key = {}) const {
+  asio::awaitable<void> reset() const { return reset(std::string()); }
+  asio::awaitable<void> reset(std::string key) const {
     return detail::limiter_core::reset(core_, std::move(key));
   }
 

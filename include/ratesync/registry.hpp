@@ -42,6 +42,9 @@ public:
   // memory store.
   void configure_store(const std::string& name, store_options options);
   void configure_limiter(const std::string& name, limiter_options options);
+  // A store backed by an engine of your own (see engine.hpp): the hook for
+  // custom backends and for tests that need a store that fails.
+  void configure_store(const std::string& name, std::shared_ptr<engine> store);
 
   // Throws limiter_not_found.
   limiter get_limiter(std::string_view name);
@@ -50,8 +53,11 @@ public:
   std::vector<std::string> store_names();
 
   // Shorthands for get_limiter(name).acquire(options) / try_acquire(options).
-  asio::awaitable<permit> acquire(std::string_view name, acquire_options options = {});
-  asio::awaitable<acquire_result> try_acquire(std::string_view name, acquire_options options = {});
+  asio::awaitable<permit> acquire(std::string_view name, const acquire_options& options);
+  asio::awaitable<permit> acquire(std::string_view name);
+  asio::awaitable<acquire_result> try_acquire(std::string_view name,
+                                              const acquire_options& options);
+  asio::awaitable<acquire_result> try_acquire(std::string_view name);
 
 private:
   friend registry& default_registry();
@@ -93,7 +99,9 @@ limiter get_limiter(std::string_view name);
 
 // `co_await ratesync::acquire("api")` waits for a permit of limiter "api";
 // keep the permit for as long as the guarded work runs.
-asio::awaitable<permit> acquire(std::string_view name, acquire_options options = {});
-asio::awaitable<acquire_result> try_acquire(std::string_view name, acquire_options options = {});
+asio::awaitable<permit> acquire(std::string_view name, const acquire_options& options);
+asio::awaitable<permit> acquire(std::string_view name);
+asio::awaitable<acquire_result> try_acquire(std::string_view name, const acquire_options& options);
+asio::awaitable<acquire_result> try_acquire(std::string_view name);
 
 } // namespace ratesync

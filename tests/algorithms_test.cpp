@@ -1,0 +1,221 @@
+// The token bucket and sliding log on explicit time: the guarantees of
+// docs/algorithms.md checked exactly, over random demand, and the exact undo
+// of cancelled reservations.
+#include <algorithm>
+#include <gtest/gtest.h>
+#include <random>
+#include <vector>
+
+#include "ratesync/memory/gcra.hpp"
+#include "ratesync/memory/sliding_log.hpp"
+
+namespace {
+
+using ratesync::memory::gcra;
+using ratesync::memory::sliding_log;
+using ns = std::int64_t;
+constexpr ns ms = 1'000'000;
+constexpr ns sec = 1'000'000'000;
+
+struct admission {
+  ns at;
+  std::int64_t cost;
+};
+
+// Largest sum of costs admitted in any closed interval of length `len`.
+std::int64_t max_in_span(std::vector<admission> a, ns len) {
+  std::sort(a.begin(), a.end(), [](auto& x, auto& y) { return x.at < y.at; });
+  std::int64_t best = 0, sum = 0;
+  std::size_t lo = 0;
+  for (std::size_t hi = 0; hi < a.size(); ++hi) {
+    sum += a[hi].cost;
+    while (a[hi].at - a[lo].at > len)
+      sum -= a[lo++].cost;
+    best = std::max(best, sum);
+  }
+  return best;
+}
+
+TEST(Gcra, NeverAdmitsMoreThanBurstPlusRateTimesSpan) {
+  std::mt19937_64 rng(42);
+  for (int round = 0; round < 20; ++round) {
+    const ns t = (1 + rng() % 50) * ms; // emission interval
+    const std::int64_t burst = 1 + rng() % 8;
+    gcra b(t, burst);
+    std::vector<admission> admitted;
+    ns now = 10 * sec;
+    for (int i = 0; i < 3000; ++i) {
+      now += static_cast<ns>(rng() % (2 * t / 3 + 1)); // demand above the rate
+      const std::int64_t cost = 1 + static_cast<std::int64_t>(rng() % burst);
+      const ns max_wait = (rng() % 3 == 0) ? 0 : static_cast<ns>(rng() % (4 * t));
+      auto d = b.take(now, cost, max_wait);
+      if (d.allowed) {
+        admitted.push_back({now + d.wait, cost});
+        if (d.wait > 0)
+          b.admitted(d.slot);
+      } else {
+        EXPECT_GT(d.retry_after, max_wait);
+      }
+    }
+    for (ns span : {ns{0}, t / 2, t, 3 * t, 10 * t, 100 * t}) {
+      // Closed interval [x, x + span]: at most burst + floor(span / t) tokens.
+      EXPECT_LE(max_in_span(admitted, span), burst + span / t)
+          << "t=" << t << " burst=" << burst << " span=" << span;
+    }
+  }
+}
+
+TEST(Gcra, SaturatingDemandGetsTheFullRate) {
+  const ns t = 10 * ms;
+  gcra b(t, 5);
+  ns now = sec;
+  const ns start = now;
+  std::int64_t tokens = 0;
+  while (now < start + 10 * sec) {
+    auto d = b.take(now, 1, 0);
+    if (d.allowed)
+      ++tokens;
+    now += ms / 3;
+  }
+  // burst + rate * span, less the one token in flight at the end.
+  EXPECT_GE(tokens, 5 + (10 * sec) / t - 1);
+  EXPECT_LE(tokens, 5 + (10 * sec) / t + 1);
+}
+
+TEST(Gcra, RefusalConsumesNothingAndReportsTheExactWait) {
+  gcra b(100 * ms, 2);
+  const ns now = sec;
+  EXPECT_TRUE(b.take(now, 2, 0).allowed);
+  auto d = b.take(now, 1, 0);
+  ASSERT_FALSE(d.allowed);
+  EXPECT_EQ(d.retry_after, 100 * ms);
+  d = b.take(now, 2, 150 * ms);
+  ASSERT_FALSE(d.allowed);
+  EXPECT_EQ(d.retry_after, 200 * ms);
+  // Nothing was consumed by the refusals.
+  EXPECT_EQ(b.retry_after(now), 100 * ms);
+  EXPECT_EQ(b.remaining(now + 200 * ms), 2);
+}
+
+TEST(Gcra, ReservationsAreServedInOrderAtTheirSlots) {
+  gcra b(10 * ms, 1);
+  const ns now = sec;
+  std::vector<ns> waits;
+  for (int i = 0; i < 5; ++i) {
+    auto d = b.take(now, 1, gcra::no_limit);
+    ASSERT_TRUE(d.allowed);
+    waits.push_back(d.wait);
+  }
+  EXPECT_EQ(waits, (std::vector<ns>{0, 10 * ms, 20 * ms, 30 * ms, 40 * ms}));
+}
+
+TEST(Gcra, CancellingEveryWaiterInAnyOrderRestoresTheBucket) {
+  std::mt19937_64 rng(7);
+  for (int round = 0; round < 200; ++round) {
+    gcra b(10 * ms, 3);
+    ns now = sec;
+    ASSERT_TRUE(b.take(now, 3, 0).allowed); // empty the bucket
+    const ns before = b.retry_after(now);
+    std::vector<gcra::reservation> slots;
+    for (int i = 0; i < 8; ++i) {
+      auto d = b.take(now, 1 + static_cast<std::int64_t>(rng() % 3), gcra::no_limit);
+      ASSERT_TRUE(d.allowed);
+      ASSERT_GT(d.wait, 0);
+      slots.push_back(d.slot);
+    }
+    std::shuffle(slots.begin(), slots.end(), rng);
+    for (auto s : slots)
+      b.cancel(s);
+    EXPECT_EQ(b.retry_after(now), before);
+    EXPECT_EQ(b.pending_count(), 0u);
+  }
+}
+
+TEST(Gcra, CancelledSlotBeforeALiveOneIsNeverHandedOutTwice) {
+  gcra b(10 * ms, 1);
+  const ns now = sec;
+  ASSERT_TRUE(b.take(now, 1, 0).allowed);
+  auto a = b.take(now, 1, gcra::no_limit); // at +10 ms
+  auto c = b.take(now, 1, gcra::no_limit); // at +20 ms
+  b.cancel(a.slot);
+  auto d = b.take(now, 1, gcra::no_limit);
+  // The hole at +10 ms is not reused: d goes after c.
+  EXPECT_EQ(d.wait, 30 * ms);
+  b.cancel(d.slot);
+  b.cancel(c.slot); // now the whole tail, hole included, unwinds
+  EXPECT_EQ(b.retry_after(now), 10 * ms);
+  EXPECT_EQ(b.pending_count(), 0u);
+}
+
+TEST(Gcra, IdleOnlyOnceFull) {
+  gcra b(10 * ms, 2);
+  ns now = sec;
+  EXPECT_TRUE(b.idle(now));
+  ASSERT_TRUE(b.take(now, 1, 0).allowed);
+  EXPECT_FALSE(b.idle(now));
+  EXPECT_TRUE(b.idle(now + 10 * ms));
+}
+
+TEST(SlidingLog, NoWindowEverHoldsMoreThanTheLimit) {
+  std::mt19937_64 rng(1);
+  for (int round = 0; round < 20; ++round) {
+    const ns window = (1 + rng() % 500) * ms;
+    const std::int64_t limit = 1 + rng() % 20;
+    sliding_log l(limit, window);
+    std::vector<admission> admitted;
+    ns now = sec;
+    for (int i = 0; i < 3000; ++i) {
+      now += static_cast<ns>(rng() % (window / limit + 1));
+      const std::int64_t cost =
+          1 + static_cast<std::int64_t>(rng() % std::min<std::int64_t>(limit, 3));
+      const ns max_wait = (rng() % 2) ? 0 : static_cast<ns>(rng() % window);
+      auto d = l.take(now, cost, max_wait);
+      if (d.allowed)
+        admitted.push_back({d.at, cost});
+      else
+        EXPECT_GT(d.retry_after, max_wait);
+    }
+    // Half-open window (x - W, x]: a closed span of W - 1 ns.
+    EXPECT_LE(max_in_span(admitted, window - 1), limit) << "W=" << window << " limit=" << limit;
+  }
+}
+
+TEST(SlidingLog, DeniedRequestsAreNotCountedAndRetryAfterIsWhenTheOldestLeaves) {
+  sliding_log l(3, 300 * ms);
+  const ns t0 = sec;
+  EXPECT_TRUE(l.take(t0, 1, 0).allowed);
+  EXPECT_TRUE(l.take(t0 + 100 * ms, 1, 0).allowed);
+  EXPECT_TRUE(l.take(t0 + 200 * ms, 1, 0).allowed);
+  for (int i = 0; i < 10; ++i) {
+    auto d = l.take(t0 + 250 * ms, 1, 0);
+    ASSERT_FALSE(d.allowed);
+    EXPECT_EQ(d.retry_after, 50 * ms); // t0 leaves the window at t0 + 300 ms
+  }
+  EXPECT_EQ(l.size(), 3u);
+  EXPECT_TRUE(l.take(t0 + 300 * ms, 1, 0).allowed);
+}
+
+TEST(SlidingLog, CancelledReservationIsErased) {
+  sliding_log l(1, 100 * ms);
+  const ns now = sec;
+  ASSERT_TRUE(l.take(now, 1, 0).allowed);
+  auto a = l.take(now, 1, sec);
+  ASSERT_TRUE(a.allowed);
+  EXPECT_EQ(a.wait, 100 * ms);
+  l.cancel(a.at, 1);
+  EXPECT_EQ(l.retry_after(now), 100 * ms);
+  EXPECT_EQ(l.size(), 1u);
+}
+
+TEST(SlidingLog, SubSecondWindowsAndRemaining) {
+  sliding_log l(5, 50 * ms);
+  const ns now = sec;
+  EXPECT_EQ(l.remaining(now), 5);
+  ASSERT_TRUE(l.take(now, 2, 0).allowed);
+  EXPECT_EQ(l.remaining(now), 3);
+  EXPECT_EQ(l.reset_after(now), 50 * ms);
+  EXPECT_EQ(l.remaining(now + 50 * ms), 5);
+  EXPECT_TRUE(l.idle(now + 50 * ms));
+}
+
+} // namespace

@@ -1,0 +1,483 @@
+// The memory engine through the public API, in real time: admissions against
+// the guarantees, FIFO waiters, fail-fast, cancellation without leaks, keys,
+// threads. Tolerances cover timer lateness on a loaded 2-core machine.
+#include <algorithm>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/deferred.hpp>
+#include <asio/experimental/parallel_group.hpp>
+#include <asio/thread_pool.hpp>
+#include <atomic>
+#include <cmath>
+#include <gtest/gtest.h>
+#include <malloc.h>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "ratesync/ratesync.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace ratesync;
+using namespace ratesync::test;
+
+limiter_options bucket(double rate, std::int64_t burst) {
+  limiter_options o;
+  o.rate_per_second = rate;
+  o.burst = burst;
+  return o;
+}
+
+limiter_options window(std::int64_t limit, double seconds) {
+  limiter_options o;
+  o.algo = algorithm::sliding_window;
+  o.limit = limit;
+  o.window_seconds = seconds;
+  return o;
+}
+
+acquire_options fail_fast(std::string key = {}) {
+  acquire_options o;
+  o.timeout = seconds_d(0);
+  o.key = std::move(key);
+  return o;
+}
+
+// Largest number of admissions within any closed span of `span` seconds.
+std::size_t max_in_span(std::vector<double> t, double span) {
+  std::sort(t.begin(), t.end());
+  std::size_t best = 0, lo = 0;
+  for (std::size_t hi = 0; hi < t.size(); ++hi) {
+    while (t[hi] - t[lo] > span)
+      ++lo;
+    best = std::max(best, hi - lo + 1);
+  }
+  return best;
+}
+
+// `workers` coroutines acquire in a loop (waiting as needed) for `seconds`;
+// returns each admission's time in seconds since the start.
+std::vector<double> hammer(registry& reg, const std::string& name, int workers, double seconds) {
+  asio::io_context ctx;
+  std::vector<double> times;
+  const auto t0 = steady::now();
+  const auto end = t0 + std::chrono::duration_cast<steady::duration>(seconds_d(seconds));
+  for (int i = 0; i < workers; ++i)
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          while (true) {
+            acquire_options o;
+            o.timeout = std::chrono::duration_cast<seconds_d>(end - steady::now());
+            auto r = co_await reg.try_acquire(name, o);
+            if (!r.allowed)
+              co_return; // the next slot lies beyond the end
+            times.push_back(std::chrono::duration<double>(steady::now() - t0).count());
+          }
+        },
+        asio::detached);
+  ctx.run();
+  return times;
+}
+
+TEST(MemoryTokenBucket, AdmitsAtMostBurstPlusRateTimesSpanAndNearlyAllOfIt) {
+  registry reg;
+  reg.configure_limiter("api", bucket(200, 10));
+  const double T = 1.5;
+  auto times = hammer(reg, "api", 8, T);
+  // Every span: at most burst + rate * span. Measured times lag the decided
+  // ones by timer lateness, so spans are shrunk by 2 ms before comparing.
+  for (double span : {0.0, 0.01, 0.05, 0.1, 0.5, 1.0, T})
+    EXPECT_LE(max_in_span(times, std::max(0.0, span - 0.002)),
+              10 + static_cast<std::size_t>(200 * span))
+        << "span " << span;
+  // Saturating demand gets at least 95% of burst + rate * T.
+  EXPECT_GE(static_cast<double>(times.size()), 0.95 * (10 + 200 * T));
+}
+
+TEST(MemoryTokenBucket, FractionalRateStrictPacingByDefault) {
+  registry reg;
+  limiter_options o;
+  o.rate_per_second = 2.5; // burst defaults to 1: one every 400 ms
+  reg.configure_limiter("slow", o);
+  auto times = hammer(reg, "slow", 3, 1.0);
+  ASSERT_EQ(times.size(), 3u); // at 0, 0.4, 0.8
+  EXPECT_NEAR(times[1] - times[0], 0.4, 0.03);
+  EXPECT_NEAR(times[2] - times[1], 0.4, 0.03);
+}
+
+TEST(MemorySlidingWindow, NoWindowHoldsMoreThanLimitAndWaitersFillIt) {
+  registry reg;
+  reg.configure_limiter("login", window(10, 0.2));
+  const double T = 1.2;
+  auto times = hammer(reg, "login", 6, T);
+  // Half-open window of 0.2 s; shrunk by 2 ms for timer lateness.
+  EXPECT_LE(max_in_span(times, 0.2 - 0.002), 10u);
+  // Waiters wake as the oldest admission leaves: ~limit per window.
+  EXPECT_GE(static_cast<double>(times.size()), 0.95 * 10 * (T / 0.2));
+}
+
+TEST(MemorySlidingWindow, DeniedRequestsDoNotCountAndRetryAfterIsExact) {
+  registry reg;
+  reg.configure_limiter("login", window(3, 0.3));
+  auto lim = reg.get_limiter("login");
+  run([&]() -> asio::awaitable<void> {
+    for (int i = 0; i < 3; ++i)
+      EXPECT_TRUE((co_await lim.try_acquire(fail_fast())).allowed);
+    for (int i = 0; i < 20; ++i) {
+      auto r = co_await lim.try_acquire(fail_fast());
+      EXPECT_FALSE(r.allowed);
+      EXPECT_GT(r.retry_after, 250ms);
+      EXPECT_LE(r.retry_after, 300ms);
+    }
+    auto st = co_await lim.get_state();
+    EXPECT_EQ(st.remaining, 0);
+    co_await sleep_for(310ms);
+    // The denials were not logged: the full limit is back.
+    st = co_await lim.get_state();
+    EXPECT_EQ(st.remaining, 3);
+  }());
+  EXPECT_EQ(lim.get_metrics().denied, 20u);
+}
+
+TEST(MemoryTokenBucket, FailsAtOnceWhenTheWaitExceedsTheTimeout) {
+  registry reg;
+  reg.configure_limiter("api", bucket(10, 1)); // one per 100 ms
+  auto lim = reg.get_limiter("api");
+  run([&]() -> asio::awaitable<void> {
+    co_await lim.acquire();
+    acquire_options o;
+    o.timeout = 50ms;
+    const auto t0 = steady::now();
+    try {
+      co_await lim.acquire(o);
+      ADD_FAILURE() << "admitted";
+    } catch (const acquisition_error& e) {
+      EXPECT_LT(ms_since(t0), 20.0) << "slept only to fail";
+      EXPECT_EQ(e.limiter(), "api");
+      EXPECT_EQ(e.reason(), denial_reason::rate_limited);
+      EXPECT_GT(e.retry_after(), 80ms);
+      EXPECT_LE(e.retry_after(), 100ms);
+    }
+    // A timeout long enough: admitted after the computed wait.
+    o.timeout = 500ms;
+    const auto t1 = steady::now();
+    auto p = co_await lim.acquire(o);
+    EXPECT_NEAR(ms_since(t0), 100.0, 25.0);
+    EXPECT_GT(ms_since(t1), 60.0);
+  }());
+}
+
+TEST(MemoryTokenBucket, WaitersAreAdmittedInArrivalOrderAtTheirSlots) {
+  registry reg;
+  reg.configure_limiter("api", bucket(50, 1)); // one per 20 ms
+  asio::io_context ctx;
+  std::vector<std::pair<int, double>> order;
+  const auto t0 = steady::now();
+  for (int i = 0; i < 8; ++i)
+    asio::co_spawn(
+        ctx,
+        [&, i]() -> asio::awaitable<void> {
+          co_await reg.acquire("api");
+          order.emplace_back(i, ms_since(t0));
+        },
+        asio::detached);
+  ctx.run();
+  ASSERT_EQ(order.size(), 8u);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(order[static_cast<std::size_t>(i)].first, i);
+    EXPECT_NEAR(order[static_cast<std::size_t>(i)].second, 20.0 * i, 12.0) << i;
+  }
+}
+
+TEST(MemoryConcurrency, NeverMoreThanMaxHeldAndWaitersServedInOrder) {
+  registry reg;
+  limiter_options o;
+  o.max_concurrent = 3;
+  reg.configure_limiter("pool", o);
+  asio::io_context ctx;
+  int held = 0, peak = 0;
+  std::vector<int> order;
+  for (int i = 0; i < 12; ++i)
+    asio::co_spawn(
+        ctx,
+        [&, i]() -> asio::awaitable<void> {
+          auto p = co_await reg.acquire("pool");
+          order.push_back(i);
+          peak = std::max(peak, ++held);
+          co_await sleep_for(10ms);
+          --held;
+        },
+        asio::detached);
+  ctx.run();
+  EXPECT_EQ(peak, 3);
+  std::vector<int> expected(12);
+  for (int i = 0; i < 12; ++i)
+    expected[static_cast<std::size_t>(i)] = i;
+  EXPECT_EQ(order, expected);
+  auto m = reg.get_limiter("pool").get_metrics();
+  EXPECT_EQ(m.current_concurrent, 0);
+  EXPECT_EQ(m.total_acquisitions, 12u);
+  EXPECT_EQ(m.total_releases, 12u);
+  EXPECT_EQ(m.max_concurrent_reached, 9u);
+}
+
+TEST(MemoryConcurrency, TimeoutWhileWaitingForASlot) {
+  registry reg;
+  limiter_options o;
+  o.max_concurrent = 1;
+  o.timeout = seconds_d(0.05);
+  reg.configure_limiter("pool", o);
+  run([&]() -> asio::awaitable<void> {
+    auto held = co_await reg.acquire("pool");
+    const auto t0 = steady::now();
+    try {
+      co_await reg.acquire("pool");
+      ADD_FAILURE() << "admitted";
+    } catch (const acquisition_error& e) {
+      EXPECT_EQ(e.reason(), denial_reason::timed_out);
+      EXPECT_NEAR(ms_since(t0), 50.0, 25.0);
+    }
+    try {
+      co_await reg.acquire("pool", fail_fast());
+      ADD_FAILURE() << "admitted";
+    } catch (const acquisition_error& e) {
+      EXPECT_EQ(e.reason(), denial_reason::concurrency_limited);
+    }
+  }());
+  auto m = reg.get_limiter("pool").get_metrics();
+  EXPECT_EQ(m.timeouts, 1u);
+  EXPECT_EQ(m.denied, 1u);
+  EXPECT_EQ(m.max_concurrent_reached, 2u);
+  EXPECT_EQ(m.current_concurrent, 0);
+}
+
+TEST(MemoryCombined, DeniedByEitherConsumesNeither) {
+  registry reg;
+  limiter_options o = bucket(10, 1);
+  o.max_concurrent = 1;
+  reg.configure_limiter("both", o);
+  auto lim = reg.get_limiter("both");
+  run([&]() -> asio::awaitable<void> {
+    {
+      auto p = co_await lim.acquire(); // token spent, slot released at scope end
+    }
+    // Rate denies: the free slot must not be taken.
+    auto r = co_await lim.try_acquire(fail_fast());
+    EXPECT_FALSE(r.allowed);
+    EXPECT_EQ(r.reason, denial_reason::rate_limited);
+    EXPECT_EQ((co_await lim.get_state()).current_concurrent, 0);
+    co_await sleep_for(110ms);
+    auto p = co_await lim.acquire(fail_fast());
+    // Slot full: the token must not be spent.
+    co_await sleep_for(110ms);
+    r = co_await lim.try_acquire(fail_fast());
+    EXPECT_FALSE(r.allowed);
+    EXPECT_EQ(r.reason, denial_reason::concurrency_limited);
+    EXPECT_EQ((co_await lim.get_state()).remaining, 1);
+  }());
+}
+
+TEST(MemoryCancellation, CancelledWaitersConsumeNothing) {
+  registry reg;
+  reg.configure_limiter("api", bucket(1, 1)); // one per second
+  auto lim = reg.get_limiter("api");
+  run([&]() -> asio::awaitable<void> {
+    co_await lim.acquire(); // the bucket is now empty for 1 s
+    const auto t0 = steady::now();
+    // Ten waiters, each would wait about a second more than the one before;
+    // each is abandoned after 10 ms through a parallel group.
+    for (int i = 0; i < 10; ++i) {
+      asio::steady_timer t(co_await asio::this_coro::executor, 10ms);
+      auto [order, ex, permit, ec] =
+          co_await asio::experimental::make_parallel_group(
+              asio::co_spawn(co_await asio::this_coro::executor, lim.acquire(),
+                             asio::experimental::deferred),
+              t.async_wait(asio::experimental::deferred))
+              .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+      EXPECT_EQ(order[0], 1u);
+      EXPECT_TRUE(ex != nullptr);
+    }
+    // As if they never came: the next token is due 1 s after the first one.
+    auto st = co_await lim.get_state();
+    const double expected_ms = 1000.0 - ms_since(t0);
+    EXPECT_NEAR(static_cast<double>(st.retry_after.count()) / 1000.0, expected_ms, 5.0);
+    EXPECT_EQ(st.remaining, 0);
+    co_await lim.acquire();
+    EXPECT_NEAR(ms_since(t0), 1000.0, 30.0);
+  }());
+  auto m = lim.get_metrics();
+  EXPECT_EQ(m.cancelled, 10u);
+  EXPECT_EQ(m.total_acquisitions, 2u);
+}
+
+TEST(MemoryCancellation, ThousandQueuedForASlotCancelledLeaveNothingHeld) {
+  registry reg;
+  limiter_options o;
+  o.max_concurrent = 2;
+  reg.configure_limiter("pool", o);
+  auto lim = reg.get_limiter("pool");
+  asio::io_context ctx;
+  asio::cancellation_signal signals[1000];
+  int cancelled = 0;
+  auto a = std::make_shared<permit>();
+  auto b = std::make_shared<permit>();
+  asio::co_spawn(
+      ctx, [&]() -> asio::awaitable<void> { *a = co_await lim.acquire(); }, asio::detached);
+  asio::co_spawn(
+      ctx, [&]() -> asio::awaitable<void> { *b = co_await lim.acquire(); }, asio::detached);
+  ctx.run();
+  ctx.restart();
+  for (auto& s : signals)
+    asio::co_spawn(ctx, lim.acquire(),
+                   asio::bind_cancellation_slot(
+                       s.slot(), [&](std::exception_ptr e, permit) { cancelled += e != nullptr; }));
+  ctx.poll(); // everyone queued
+  for (auto& s : signals)
+    s.emit(asio::cancellation_type::terminal);
+  ctx.run();
+  EXPECT_EQ(cancelled, 1000);
+  a->release();
+  b->release();
+  auto m = lim.get_metrics();
+  EXPECT_EQ(m.cancelled, 1000u);
+  EXPECT_EQ(m.current_concurrent, 0);
+  EXPECT_EQ(run(lim.get_state()).current_concurrent, 0);
+  // Both slots are free again.
+  run([&]() -> asio::awaitable<void> {
+    auto p1 = co_await lim.acquire(fail_fast());
+    auto p2 = co_await lim.acquire(fail_fast());
+  }());
+}
+
+TEST(MemoryPermit, ReleasesOnceWhateverTheWay) {
+  registry reg;
+  limiter_options o;
+  o.max_concurrent = 1;
+  reg.configure_limiter("pool", o);
+  auto lim = reg.get_limiter("pool");
+  run([&]() -> asio::awaitable<void> {
+    co_await lim.acquire(); // discarded at once: must not leak the slot
+    auto p = co_await lim.acquire(fail_fast());
+    EXPECT_TRUE(p.held());
+    permit moved = std::move(p);
+    EXPECT_FALSE(p.held());
+    moved.release();
+    moved.release(); // idempotent
+    EXPECT_FALSE(moved.held());
+    auto again = co_await lim.acquire(fail_fast());
+  }());
+  auto m = lim.get_metrics();
+  EXPECT_EQ(m.total_acquisitions, 3u);
+  EXPECT_EQ(m.total_releases, 3u);
+  EXPECT_EQ(m.current_concurrent, 0);
+}
+
+TEST(MemoryArguments, ImpossibleCostsAreErrorsNotDenials) {
+  registry reg;
+  reg.configure_limiter("api", bucket(10, 5));
+  reg.configure_limiter("login", window(3, 1));
+  run([&]() -> asio::awaitable<void> {
+    acquire_options o;
+    o.cost = 6;
+    EXPECT_THROW(co_await reg.acquire("api", o), invalid_argument);
+    o.cost = 0;
+    EXPECT_THROW(co_await reg.acquire("api", o), invalid_argument);
+    o.cost = 4;
+    EXPECT_THROW(co_await reg.acquire("login", o), invalid_argument);
+    o.cost = 5;
+    co_await reg.acquire("api", o); // the whole burst
+    acquire_options bad;
+    bad.timeout = seconds_d(-1);
+    EXPECT_THROW(co_await reg.acquire("api", bad), invalid_argument);
+    bad.timeout = seconds_d(std::nan(""));
+    EXPECT_THROW(co_await reg.acquire("api", bad), invalid_argument);
+  }());
+  EXPECT_EQ(reg.get_limiter("api").get_metrics().total_acquisitions, 1u);
+  EXPECT_THROW(reg.get_limiter("nope"), limiter_not_found);
+}
+
+TEST(MemoryKeys, EachKeyHasItsOwnLimit) {
+  registry reg;
+  reg.configure_limiter("login", window(2, 60));
+  run([&]() -> asio::awaitable<void> {
+    for (int i = 0; i < 2; ++i)
+      co_await reg.acquire("login", fail_fast("10.0.0.1"));
+    EXPECT_THROW(co_await reg.acquire("login", fail_fast("10.0.0.1")), acquisition_error);
+    co_await reg.acquire("login", fail_fast("10.0.0.2"));
+    co_await reg.acquire("login", fail_fast()); // the unkeyed state is another one
+    try {
+      co_await reg.acquire("login", fail_fast("10.0.0.1"));
+    } catch (const acquisition_error& e) {
+      EXPECT_EQ(e.key(), "10.0.0.1");
+    }
+    co_await reg.get_limiter("login").reset("10.0.0.1");
+    co_await reg.acquire("login", fail_fast("10.0.0.1"));
+  }());
+}
+
+TEST(MemoryKeys, AMillionDistinctKeysDoNotStayInMemory) {
+  registry reg;
+  reg.configure_limiter("per_user", bucket(1e6, 1)); // a key recovers in 1 us
+  auto lim = reg.get_limiter("per_user");
+  auto heap = [] { return mallinfo2().uordblks; };
+  auto batch = [&](int from, int to) -> asio::awaitable<void> {
+    acquire_options o;
+    o.timeout = seconds_d(0);
+    for (int i = from; i < to; ++i) {
+      o.key = "user-" + std::to_string(i);
+      co_await lim.acquire(o);
+    }
+  };
+  run(batch(0, 100'000));
+  const auto after_warmup = heap();
+  run(batch(100'000, 1'000'000));
+  const auto after = heap();
+  // 900k more keys; a retained entry costs well over 64 bytes.
+  EXPECT_LT(after, after_warmup + 900'000 * 16) << after_warmup << " -> " << after;
+  EXPECT_EQ(lim.get_metrics().total_acquisitions, 1'000'000u);
+}
+
+TEST(MemoryThreads, SharedLimiterOnAFourThreadIoContext) {
+  registry reg;
+  limiter_options o = bucket(2000, 20);
+  o.max_concurrent = 3;
+  reg.configure_limiter("api", o);
+  asio::thread_pool pool(4);
+  std::atomic<int> held{0}, peak{0}, done{0};
+  std::mutex mu;
+  std::vector<double> times;
+  const auto t0 = steady::now();
+  for (int i = 0; i < 16; ++i)
+    asio::co_spawn(
+        pool,
+        [&]() -> asio::awaitable<void> {
+          for (int k = 0; k < 50; ++k) {
+            auto p = co_await reg.acquire("api");
+            {
+              std::lock_guard lk(mu);
+              times.push_back(std::chrono::duration<double>(steady::now() - t0).count());
+            }
+            const int now = ++held;
+            int prev = peak.load();
+            while (now > prev && !peak.compare_exchange_weak(prev, now)) {
+            }
+            co_await sleep_for(100us);
+            --held;
+          }
+          ++done;
+        },
+        asio::detached);
+  pool.join();
+  EXPECT_EQ(done.load(), 16);
+  EXPECT_LE(peak.load(), 3);
+  EXPECT_LE(max_in_span(times, 0.1 - 0.002), 20u + 200u);
+  auto m = reg.get_limiter("api").get_metrics();
+  EXPECT_EQ(m.total_acquisitions, 800u);
+  EXPECT_EQ(m.total_releases, 800u);
+  EXPECT_EQ(m.current_concurrent, 0);
+}
+
+} // namespace
