@@ -81,7 +81,7 @@ acquire_request prepare(const limiter_spec& spec, const acquire_options& options
         "limiter \"{}\": cost {} exceeds the {} of {}; no wait "
         "could ever admit it",
         spec.name, options.cost, spec.emission_interval ? "burst" : "limit", spec.max_cost()));
-  acquire_request req{options.key, options.cost, std::nullopt};
+  acquire_request req{options.key, options.cost, std::nullopt, start};
   if (options.timeout) {
     const double t = options.timeout->count();
     if (std::isnan(t) || t < 0)
@@ -106,53 +106,89 @@ bool is_cancellation(const std::system_error& e) {
 
 } // namespace
 
+acquire_result limiter_core::finish(const acquire_outcome& out,
+                                    std::chrono::steady_clock::time_point start, bool waited) {
+  if (out.hit_concurrency_limit)
+    metrics_.concurrency_full();
+  acquire_result r;
+  r.allowed = out.admitted;
+  if (out.admitted) {
+    const auto at = waited ? std::chrono::steady_clock::now() : start;
+    metrics_.acquired(at - start, at);
+    r.permit = permit(shared_from_this(), out.lease);
+  } else {
+    r.retry_after = out.retry_after;
+    r.reason = out.reason;
+    if (out.reason == denial_reason::timed_out)
+      metrics_.timed_out();
+    else
+      metrics_.denied();
+  }
+  return r;
+}
+
+namespace {
+
+// A store that cannot decide: admit without a lease (fail open) or rethrow.
+acquire_outcome on_store_error(const limiter_spec& spec, metrics_recorder& metrics) {
+  metrics.store_error();
+  if (spec.fail_closed)
+    throw;
+  acquire_outcome out;
+  out.admitted = true;
+  return out;
+}
+
+} // namespace
+
+std::optional<acquire_result>
+limiter_core::decide_now(const acquire_request& req, std::chrono::steady_clock::time_point start) {
+  std::optional<acquire_outcome> out;
+  try {
+    out = backend_->try_acquire_now(req);
+  } catch (const store_error&) {
+    out = on_store_error(spec_, metrics_);
+  }
+  if (!out)
+    return std::nullopt;
+  return finish(*out, start, false);
+}
+
 asio::awaitable<acquire_result> limiter_core::decide(std::shared_ptr<limiter_core> self,
-                                                     const acquire_options& options) {
-  const auto start = std::chrono::steady_clock::now();
-  const acquire_request req = prepare(self->spec_, options, start);
+                                                     acquire_request req,
+                                                     std::chrono::steady_clock::time_point start) {
   acquire_outcome out;
   try {
     out = co_await self->backend_->acquire(req);
   } catch (const store_error&) {
-    self->metrics_.store_error();
-    if (self->spec_.fail_closed)
-      throw;
-    out = acquire_outcome{};
-    out.admitted = true; // fail open: admitted without a lease
+    out = on_store_error(self->spec_, self->metrics_);
   } catch (const std::system_error& e) {
     if (is_cancellation(e))
       self->metrics_.cancelled();
     throw;
   }
-  if (out.hit_concurrency_limit)
-    self->metrics_.concurrency_full();
-  acquire_result r;
-  r.allowed = out.admitted;
-  if (out.admitted) {
-    self->metrics_.acquired(std::chrono::steady_clock::now() - start);
-    r.permit = permit(self, out.lease);
-  } else {
-    r.retry_after = out.retry_after;
-    r.reason = out.reason;
-    if (out.reason == denial_reason::timed_out)
-      self->metrics_.timed_out();
-    else
-      self->metrics_.denied();
-  }
-  co_return r;
+  co_return self->finish(out, start, true);
 }
 
 asio::awaitable<acquire_result> limiter_core::try_acquire(std::shared_ptr<limiter_core> self,
                                                           acquire_options options) {
-  co_return co_await decide(std::move(self), options);
+  const auto start = std::chrono::steady_clock::now();
+  const acquire_request req = prepare(self->spec_, options, start);
+  if (auto r = self->decide_now(req, start))
+    co_return std::move(*r);
+  co_return co_await decide(self, req, start);
 }
 
 asio::awaitable<permit> limiter_core::acquire(std::shared_ptr<limiter_core> self,
                                               acquire_options options) {
-  acquire_result r = co_await decide(self, options);
-  if (!r.allowed)
-    throw_denied(self->spec_, options, r); // (g++ 12 mis-destroys a throw's temporaries here)
-  co_return std::move(r.permit);
+  const auto start = std::chrono::steady_clock::now();
+  const acquire_request req = prepare(self->spec_, options, start);
+  std::optional<acquire_result> r = self->decide_now(req, start);
+  if (!r)
+    r = co_await decide(self, req, start);
+  if (!r->allowed)
+    throw_denied(self->spec_, options, *r);
+  co_return std::move(r->permit);
 }
 
 asio::awaitable<limiter_state> limiter_core::get_state(std::shared_ptr<limiter_core> self,

@@ -83,6 +83,7 @@ public:
   explicit memory_backend(const limiter_spec& spec) : spec_(spec) {}
 
   asio::awaitable<acquire_outcome> acquire(acquire_request req) override;
+  std::optional<acquire_outcome> try_acquire_now(const acquire_request& req) override;
   void release(lease_token lease) noexcept override;
   asio::awaitable<limiter_state> get_state(std::string key) override;
   asio::awaitable<void> reset(std::string key) override;
@@ -139,6 +140,46 @@ std::shared_ptr<waiter> memory_backend::free_slot(key_state& st) {
   st.waiters.pop_front();
   w->st = waiter::state::granted;
   return w;
+}
+
+std::optional<acquire_outcome> memory_backend::try_acquire_now(const acquire_request& req) {
+  acquire_outcome out;
+  shard& sh = shard_for(req.key);
+  std::lock_guard lk(sh.mu);
+  const ns now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(req.now.time_since_epoch()).count();
+  const ns allowed_wait = max_wait(req, now);
+  key_state& st = find_or_create(sh, req.key, now);
+  const bool limits_concurrency = spec_.max_concurrent > 0;
+  if (limits_concurrency && (st.held >= spec_.max_concurrent || !st.waiters.empty())) {
+    if (allowed_wait > 0)
+      return std::nullopt; // queue for a slot
+    out.hit_concurrency_limit = true;
+    out.reason = denial_reason::concurrency_limited;
+    return out;
+  }
+  // Only an immediate admission is taken here; a wait that fits goes to the
+  // coroutine, which reserves it.
+  ns retry_after = 0;
+  if (st.bucket) {
+    auto d = st.bucket->take(now, req.cost, 0);
+    retry_after = d.allowed ? 0 : d.retry_after;
+  } else if (st.window) {
+    auto d = st.window->take(now, req.cost, 0);
+    retry_after = d.allowed ? 0 : d.retry_after;
+  }
+  if (retry_after > 0) {
+    if (retry_after <= allowed_wait)
+      return std::nullopt;
+    out.retry_after = to_us_ceil(retry_after);
+    return out;
+  }
+  out.admitted = true;
+  if (limits_concurrency) {
+    ++st.held;
+    out.lease = lease_token{&st, 1};
+  }
+  return out;
 }
 
 asio::awaitable<acquire_outcome> memory_backend::acquire(acquire_request req) {

@@ -1,18 +1,23 @@
 // Metrics counters: relaxed atomics, read field by field into a snapshot.
 #include "ratesync/metrics.hpp"
 
+#include <algorithm>
+
 namespace ratesync::detail {
 
-void metrics_recorder::acquired(std::chrono::nanoseconds waited) noexcept {
+void metrics_recorder::acquired(std::chrono::nanoseconds waited,
+                                std::chrono::steady_clock::time_point at) noexcept {
   const auto ns = static_cast<std::uint64_t>(waited.count() > 0 ? waited.count() : 0);
   wait_ns_total_.fetch_add(ns, std::memory_order_relaxed);
   auto max = wait_ns_max_.load(std::memory_order_relaxed);
   while (ns > max && !wait_ns_max_.compare_exchange_weak(max, ns, std::memory_order_relaxed)) {
   }
-  const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
-  last_at_ns_.store(now, std::memory_order_relaxed);
+  // Steady time here, wall-clock time at snapshot: one clock read less per
+  // acquisition.
+  last_at_ns_.store(
+      std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count()),
+      std::memory_order_relaxed);
   // Last, with release: a reader that sees this acquisition sees its wait.
   acquisitions_.fetch_add(1, std::memory_order_release);
 }
@@ -35,10 +40,12 @@ limiter_metrics metrics_recorder::snapshot() const noexcept {
   m.cancelled = cancelled_.load(std::memory_order_relaxed);
   m.max_concurrent_reached = conc_full_.load(std::memory_order_relaxed);
   m.store_errors = store_errors_.load(std::memory_order_relaxed);
-  if (auto at = last_at_ns_.load(std::memory_order_relaxed); at != 0)
-    m.last_acquisition_at = std::chrono::system_clock::time_point(
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            std::chrono::nanoseconds(at)));
+  if (auto at = last_at_ns_.load(std::memory_order_relaxed); at != 0) {
+    const auto ago =
+        std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(at);
+    m.last_acquisition_at = std::chrono::system_clock::now() -
+                            std::chrono::duration_cast<std::chrono::system_clock::duration>(ago);
+  }
   return m;
 }
 

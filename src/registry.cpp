@@ -78,7 +78,6 @@ void registry::load_config_string(std::string_view toml, std::string source_name
 
 void registry::apply(const detail::config_document& doc) {
   std::unique_lock lk(mutex_);
-  configured_ = true;
   staged s;
   std::map<std::string, std::shared_ptr<engine>, std::less<>> new_stores;
   for (const auto& st : doc.stores) {
@@ -116,6 +115,7 @@ void registry::apply(const detail::config_document& doc) {
 }
 
 void registry::commit(staged&& s) {
+  configured_ = true;
   for (auto& [name, eng] : s.stores)
     stores_.emplace(name, std::move(eng));
   for (auto& core : s.limiters)
@@ -137,8 +137,8 @@ void registry::configure_store(const std::string& name, std::shared_ptr<engine> 
   std::unique_lock lk(mutex_);
   if (stores_.count(name))
     throw config_error("", 0, 0, "stores." + name, "a store of this name is already configured");
-  configured_ = true;
   stores_.emplace(name, std::move(store));
+  configured_ = true;
 }
 
 void registry::configure_limiter(const std::string& name, limiter_options options) {
@@ -151,18 +151,25 @@ void registry::configure_limiter(const std::string& name, limiter_options option
 void registry::auto_load_once() {
   if (!auto_load_pending_.load(std::memory_order_acquire))
     return;
+  // Lookups wait here while the file loads. A load that fails leaves the
+  // flag set: every lookup retries it and reports the same error, rather
+  // than one caller seeing it and the others a bare limiter_not_found.
+  std::lock_guard load_lock(auto_load_mutex_);
+  if (!auto_load_pending_.load(std::memory_order_acquire))
+    return;
   std::string path;
   {
-    std::unique_lock lk(mutex_);
-    if (!auto_load_pending_.exchange(false) || configured_)
-      return;
-    if (const char* env = std::getenv("RATESYNC_CONFIG"); env && *env)
-      path = env; // named explicitly: missing is an error
-    else if (std::error_code ec; std::filesystem::is_regular_file("ratesync.toml", ec))
-      path = "ratesync.toml";
+    std::shared_lock lk(mutex_);
+    if (!configured_) {
+      if (const char* env = std::getenv("RATESYNC_CONFIG"); env && *env)
+        path = env; // named explicitly: missing is an error
+      else if (std::error_code ec; std::filesystem::is_regular_file("ratesync.toml", ec))
+        path = "ratesync.toml";
+    }
   }
   if (!path.empty())
     load_config(path);
+  auto_load_pending_.store(false, std::memory_order_release);
 }
 
 std::shared_ptr<detail::limiter_core> registry::find(std::string_view name) {
@@ -195,6 +202,7 @@ std::vector<std::string> registry::limiter_names() {
 }
 
 std::vector<std::string> registry::store_names() {
+  auto_load_once();
   std::shared_lock lk(mutex_);
   std::vector<std::string> out;
   for (const auto& [n, s] : stores_)

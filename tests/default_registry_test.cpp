@@ -74,6 +74,18 @@ TEST(DefaultRegistry, AMissingRatesyncConfigFileIsAnError) {
   } catch (const config_error& e) {
     EXPECT_EQ(e.source(), "/nonexistent/ratesync.toml");
   }
+  // Every later lookup reports it too, not a bare limiter_not_found.
+  EXPECT_THROW(get_limiter("api"), config_error);
+}
+
+TEST(DefaultRegistry, AFailedExplicitLoadLeavesAutoLoadInPlace) {
+  auto dir = temp_dir();
+  write(dir / "named.toml", kConfig);
+  ::setenv("RATESYNC_CONFIG", (dir / "named.toml").c_str(), 1);
+  EXPECT_THROW(load_config_string("[limiters.x]\nstore = \"nowhere\"\nmax_concurrent = 1\n"),
+               config_error);
+  EXPECT_EQ(get_limiter("api").options().burst, 2);
+  fs::remove_all(dir);
 }
 
 TEST(DefaultRegistry, LoadsRatesyncTomlFromTheWorkingDirectory) {

@@ -54,6 +54,9 @@ struct acquire_request {
   std::int64_t cost = 1;
   // Absolute deadline on the steady clock; nullopt: wait as long as needed.
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  // When the call began. try_acquire_now decides at this instant (reading
+  // the clock is a large part of an in-process decision's cost).
+  std::chrono::steady_clock::time_point now;
 };
 
 struct acquire_outcome {
@@ -86,6 +89,15 @@ public:
   // of the awaiting coroutine consumes nothing. Throws store_error when the
   // store cannot decide.
   virtual asio::awaitable<acquire_outcome> acquire(acquire_request request) = 0;
+
+  // The same decision when it can be made without suspending: admitted now,
+  // or refused (consuming nothing). nullopt sends the caller to acquire()
+  // (a wait is needed, or the engine does I/O). Saves the coroutine frames of
+  // the common, immediate case.
+  virtual std::optional<acquire_outcome> try_acquire_now(const acquire_request& request) {
+    (void)request;
+    return std::nullopt;
+  }
 
   // Gives back what an admitted request holds. Safe from any thread.
   virtual void release(lease_token lease) noexcept = 0;

@@ -67,9 +67,14 @@ public:
   void release(lease_token lease) noexcept;
 
 private:
-  // The shared body; `options` lives in the awaiting caller's frame.
+  // The decision: at once when the backend can, else by awaiting it.
   static asio::awaitable<acquire_result> decide(std::shared_ptr<limiter_core> self,
-                                                const acquire_options& options);
+                                                acquire_request req,
+                                                std::chrono::steady_clock::time_point start);
+  acquire_result finish(const acquire_outcome& out, std::chrono::steady_clock::time_point start,
+                        bool waited);
+  std::optional<acquire_result> decide_now(const acquire_request& req,
+                                           std::chrono::steady_clock::time_point start);
 
   limiter_spec spec_;
   std::string store_name_;

@@ -1,6 +1,7 @@
 // Per-limiter counters: what get_limiter(name).get_metrics() returns.
-// Every acquire call ends in exactly one of: an acquisition, a denial, a
-// timeout, a cancellation, or an exception for bad arguments.
+// An acquire that reaches the limiter ends in exactly one of: an acquisition,
+// a denial, a timeout, a cancellation, or an exception (bad arguments, or a
+// store failure on a fail_closed limiter, counted in store_errors).
 #pragma once
 
 #include <atomic>
@@ -13,19 +14,23 @@ namespace ratesync {
 struct limiter_metrics {
   // Permits handed out (including fail-open admissions while the store failed).
   std::uint64_t total_acquisitions = 0;
-  // Sum, average and maximum of the time each successful acquire spent between
-  // its call and its permit, in milliseconds.
+  // Sum, average and maximum of the time each successful acquire spent
+  // waiting between its call and its permit, in milliseconds (zero for one
+  // admitted without suspending).
   double total_wait_time_ms = 0.0;
   double avg_wait_time_ms = 0.0;
   double max_wait_time_ms = 0.0;
   // Acquires that waited for a concurrency slot for their whole timeout.
   std::uint64_t timeouts = 0;
-  // Acquires refused at once because the wait they needed exceeded their
-  // timeout (zero timeout included); nothing was consumed.
+  // Acquires refused because the limit could not admit them within their
+  // timeout: a rate or window wait longer than the time left (decided at
+  // once, without sleeping), or every slot held with a zero timeout.
+  // Nothing was consumed.
   std::uint64_t denied = 0;
   // Acquires abandoned by their caller (cancelled) while waiting.
   std::uint64_t cancelled = 0;
-  // Permits held right now.
+  // Permits held right now (total_acquisitions - total_releases), on any
+  // limiter; limiter_state::current_concurrent counts a key's slots instead.
   std::int64_t current_concurrent = 0;
   // Acquires that found every max_concurrent slot held (they then waited or
   // were refused).
@@ -46,7 +51,9 @@ namespace detail {
 // different instants under load).
 class metrics_recorder {
 public:
-  void acquired(std::chrono::nanoseconds waited) noexcept;
+  // `waited` is zero for a decision made without suspending; `at` is when
+  // the permit was granted.
+  void acquired(std::chrono::nanoseconds waited, std::chrono::steady_clock::time_point at) noexcept;
   void released() noexcept { releases_.fetch_add(1, std::memory_order_release); }
   void denied() noexcept { denied_.fetch_add(1, std::memory_order_relaxed); }
   void timed_out() noexcept { timeouts_.fetch_add(1, std::memory_order_relaxed); }
@@ -66,7 +73,7 @@ private:
   std::atomic<std::uint64_t> cancelled_{0};
   std::atomic<std::uint64_t> conc_full_{0};
   std::atomic<std::uint64_t> store_errors_{0};
-  std::atomic<std::int64_t> last_at_ns_{0}; // system_clock ns since epoch; 0: never
+  std::atomic<std::int64_t> last_at_ns_{0}; // steady_clock ns since its epoch; 0: never
 };
 
 } // namespace detail

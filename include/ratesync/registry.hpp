@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -84,6 +85,7 @@ private:
   // lookup if nothing was configured before.
   bool configured_ = false;
   std::atomic<bool> auto_load_pending_;
+  std::mutex auto_load_mutex_;
   void auto_load_once();
 };
 
