@@ -243,18 +243,6 @@ std::string describe_parse_error(std::string_view description) {
 
 const std::vector<std::string_view> top_level_names = {"stores", "limiters"};
 
-const std::vector<std::string_view> store_option_names = {"engine",
-                                                          "strategy",
-                                                          "url",
-                                                          "db",
-                                                          "password",
-                                                          "key_prefix",
-                                                          "pool_min_size",
-                                                          "pool_max_size",
-                                                          "timing_margin_ms",
-                                                          "socket_timeout",
-                                                          "socket_connect_timeout"};
-
 // Options a memory store rejects even when given their default value.
 const std::vector<std::string_view> redis_only_options = {"url",
                                                           "db",
@@ -264,7 +252,19 @@ const std::vector<std::string_view> redis_only_options = {"url",
                                                           "pool_max_size",
                                                           "timing_margin_ms",
                                                           "socket_timeout",
-                                                          "socket_connect_timeout"};
+                                                          "socket_connect_timeout",
+                                                          "health_check_interval",
+                                                          "tls_ca_file",
+                                                          "tls_cert_file",
+                                                          "tls_key_file",
+                                                          "tls_server_name",
+                                                          "tls_insecure_skip_verify"};
+
+const std::vector<std::string_view> store_option_names = [] {
+  std::vector<std::string_view> names{"engine", "strategy"};
+  names.insert(names.end(), redis_only_options.begin(), redis_only_options.end());
+  return names;
+}();
 
 const std::vector<std::string_view> limiter_option_names = {
     "store",          "algorithm",      "rate_per_second", "burst",      "limit",
@@ -488,6 +488,18 @@ private:
         o.socket_timeout = seconds_d(r.get_number(k, *value));
       } else if (k == "socket_connect_timeout") {
         o.socket_connect_timeout = seconds_d(r.get_number(k, *value));
+      } else if (k == "health_check_interval") {
+        o.health_check_interval = seconds_d(r.get_number(k, *value));
+      } else if (k == "tls_ca_file") {
+        o.tls_ca_file = r.get_string(k, *value);
+      } else if (k == "tls_cert_file") {
+        o.tls_cert_file = r.get_string(k, *value);
+      } else if (k == "tls_key_file") {
+        o.tls_key_file = r.get_string(k, *value);
+      } else if (k == "tls_server_name") {
+        o.tls_server_name = r.get_string(k, *value);
+      } else if (k == "tls_insecure_skip_verify") {
+        o.tls_insecure_skip_verify = r.get_boolean(k, *value);
       } else {
         r.fail(key->source(), k, unknown_name_message("option", k, store_option_names));
       }

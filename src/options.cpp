@@ -1,6 +1,11 @@
 // Checks of store and limiter options, shared by TOML files and code.
 #include "ratesync/options.hpp"
 
+#include <fstream>
+#include <utility>
+
+#include "redis/url.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -66,6 +71,20 @@ private:
   std::string prefix_;
 };
 
+// TLS options given where no TLS is used are errors, not ignored.
+void check_no_tls(const checker& c, const store_options& o, const char* why) {
+  if (!o.tls_ca_file.empty())
+    c.fail("tls_ca_file", why);
+  if (!o.tls_cert_file.empty())
+    c.fail("tls_cert_file", why);
+  if (!o.tls_key_file.empty())
+    c.fail("tls_key_file", why);
+  if (!o.tls_server_name.empty())
+    c.fail("tls_server_name", why);
+  if (o.tls_insecure_skip_verify)
+    c.fail("tls_insecure_skip_verify", why);
+}
+
 } // namespace
 
 void validate(const std::string& name, const store_options& o) {
@@ -95,14 +114,35 @@ void validate(const std::string& name, const store_options& o) {
       c.fail("socket_timeout", redis_only);
     if (o.socket_connect_timeout != default_store.socket_connect_timeout)
       c.fail("socket_connect_timeout", redis_only);
+    if (o.health_check_interval != default_store.health_check_interval)
+      c.fail("health_check_interval", redis_only);
+    check_no_tls(c, o, redis_only);
     return;
   }
   if (o.engine != "redis")
     c.fail("engine", fmt::format("must be \"memory\" or \"redis\" (got \"{}\")", o.engine));
 
-  // The URL itself is parsed (and checked) by the redis engine.
   if (o.url.empty())
     c.fail("url", "is required for the redis engine (e.g. \"redis://localhost:6379/0\")");
+  redis::endpoint where;
+  try {
+    where = redis::parse_url(o.url);
+  } catch (const std::invalid_argument& e) {
+    c.fail("url", e.what()); // the message shows the URL redacted
+  }
+  if (where.kind == redis::transport_kind::tls) {
+    for (auto [option, path] :
+         {std::pair{"tls_ca_file", &o.tls_ca_file}, std::pair{"tls_cert_file", &o.tls_cert_file},
+          std::pair{"tls_key_file", &o.tls_key_file}})
+      if (!path->empty() && !std::ifstream(*path))
+        c.fail(option, fmt::format("cannot read \"{}\"", *path));
+    if (o.tls_cert_file.empty() != o.tls_key_file.empty())
+      c.fail(o.tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",
+             "a client certificate needs both tls_cert_file and tls_key_file");
+  } else {
+    check_no_tls(c, o, "applies to rediss:// URLs only");
+  }
+  c.finite_at_least("health_check_interval", o.health_check_interval.count(), 0.0, false);
   if (o.db && (*o.db < 0 || *o.db > std::numeric_limits<std::int32_t>::max()))
     c.fail("db", fmt::format("must be between 0 and {} (got {})",
                              std::numeric_limits<std::int32_t>::max(), *o.db));

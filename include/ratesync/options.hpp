@@ -28,6 +28,17 @@ struct store_options {
   double timing_margin_ms = 10.0; // only ever lengthens waits and TTLs
   seconds_d socket_timeout{5.0};
   seconds_d socket_connect_timeout{5.0};
+  // An idle connection is probed with PING this often (0: never).
+  seconds_d health_check_interval{1.0};
+
+  // --- TLS (rediss:// URLs only) ---
+  std::string tls_ca_file;   // empty: the system's trust store
+  std::string tls_cert_file; // client certificate, with tls_key_file
+  std::string tls_key_file;
+  std::string tls_server_name; // empty: the URL's host
+  // Turns certificate verification off. For tests against self-signed
+  // servers only: it makes TLS useless against an active attacker.
+  bool tls_insecure_skip_verify = false;
 };
 
 enum class algorithm { token_bucket, sliding_window };

@@ -1,0 +1,478 @@
+// The connection's socket side: connect (TCP, TLS, unix) under a deadline,
+// AUTH / SELECT / CLIENT SETNAME, then one writer, one reader, a deadline
+// sweeper and a health check, until something fails; then reconnect with
+// exponential backoff and jitter. All of it runs on the store's thread.
+#include "redis/connection.hpp"
+
+#include <array>
+#include <asio/co_spawn.hpp>
+#include <asio/connect.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/deferred.hpp>
+#include <asio/experimental/parallel_group.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/read.hpp>
+#include <asio/ssl/error.hpp>
+#include <asio/ssl/host_name_verification.hpp>
+#include <asio/ssl/stream.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <random>
+#include <stdexcept>
+#include <variant>
+#include <vector>
+
+namespace ratesync::redis {
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+namespace ex = asio::experimental;
+using tcp = asio::ip::tcp;
+using unix_stream = asio::local::stream_protocol;
+using tls_stream = asio::ssl::stream<tcp::socket>;
+
+std::shared_ptr<asio::ssl::context> make_tls_context(const tls_options& tls) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1);
+  std::error_code ec;
+  if (tls.verify) {
+    ctx->set_verify_mode(asio::ssl::verify_peer, ec);
+    if (tls.ca_file.empty())
+      ctx->set_default_verify_paths(ec);
+    else
+      ctx->load_verify_file(tls.ca_file, ec);
+    if (ec)
+      throw std::invalid_argument(
+          fmt::format("cannot load the CA file \"{}\": {}", tls.ca_file, ec.message()));
+  } else {
+    ctx->set_verify_mode(asio::ssl::verify_none);
+  }
+  if (!tls.cert_file.empty() || !tls.key_file.empty()) {
+    if (tls.cert_file.empty() || tls.key_file.empty())
+      throw std::invalid_argument("a client certificate needs both a certificate and a key file");
+    ctx->use_certificate_chain_file(tls.cert_file, ec);
+    if (ec)
+      throw std::invalid_argument(fmt::format("cannot load the client certificate \"{}\": {}",
+                                              tls.cert_file, ec.message()));
+    ctx->use_private_key_file(tls.key_file, asio::ssl::context::pem, ec);
+    if (ec)
+      throw std::invalid_argument(
+          fmt::format("cannot load the client key \"{}\": {}", tls.key_file, ec.message()));
+  }
+  return ctx;
+}
+
+// Everything that touches the socket; lives and dies with the connection.
+struct connection::impl {
+  explicit impl(connection& c, connection_options o, std::shared_ptr<asio::ssl::context> t)
+      : conn(c), opts(std::move(o)), tls(std::move(t)), wake(c.ctx_), deadline(c.ctx_),
+        rng(std::random_device{}()) {
+    wake.expires_at(steady::time_point::max());
+    deadline.expires_at(steady::time_point::max());
+  }
+
+  connection& conn;
+  connection_options opts;
+  std::shared_ptr<asio::ssl::context> tls;
+  std::variant<std::monostate, tcp::socket, tls_stream, unix_stream::socket> stream;
+  std::optional<reply_reader> reader{std::in_place};
+  asio::steady_timer wake;     // the writer sleeps on it; cancelled when work arrives
+  asio::steady_timer deadline; // fires at the pipeline's earliest deadline
+  steady::time_point last_reply = steady::now();
+  std::error_code drop_reason;
+  std::mt19937_64 rng;
+
+  void set_error(std::string text) {
+    std::lock_guard lk(conn.error_mutex_);
+    conn.last_error_ = std::move(text);
+  }
+
+  void close_stream() {
+    std::error_code ignored;
+    std::visit(
+        [&](auto& s) {
+          using S = std::decay_t<decltype(s)>;
+          if constexpr (std::is_same_v<S, tls_stream>)
+            s.lowest_layer().close(ignored);
+          else if constexpr (!std::is_same_v<S, std::monostate>)
+            s.close(ignored);
+        },
+        stream);
+  }
+
+  template <class Buffers> asio::awaitable<std::size_t> write(const Buffers& b) {
+    return std::visit(
+        [&](auto& s) -> asio::awaitable<std::size_t> {
+          using S = std::decay_t<decltype(s)>;
+          if constexpr (std::is_same_v<S, std::monostate>)
+            throw std::system_error(errc::not_connected);
+          else
+            return asio::async_write(s, b, asio::use_awaitable);
+        },
+        stream);
+  }
+
+  template <class Buffers> asio::awaitable<std::size_t> read_some(const Buffers& b) {
+    return std::visit(
+        [&](auto& s) -> asio::awaitable<std::size_t> {
+          using S = std::decay_t<decltype(s)>;
+          if constexpr (std::is_same_v<S, std::monostate>)
+            throw std::system_error(errc::not_connected);
+          else
+            return s.async_read_some(b, asio::use_awaitable);
+        },
+        stream);
+  }
+
+  asio::awaitable<void> open_socket();
+  asio::awaitable<std::error_code> connect_once();
+  asio::awaitable<void> handshake();
+  asio::awaitable<void> run();
+  asio::awaitable<void> writer();
+  asio::awaitable<void> reader_loop();
+  asio::awaitable<void> health();
+  asio::awaitable<void> sweep_deadlines();
+  void arm_deadline() {
+    if (deadline.expiry() == steady::time_point::max() && conn.pipeline_.size() > 0)
+      deadline.expires_at(steady::now() + conn.request_timeout_);
+  }
+};
+
+asio::awaitable<void> connection::impl::open_socket() {
+  auto ex = co_await asio::this_coro::executor;
+  switch (opts.where.kind) {
+  case transport_kind::unix_socket: {
+    auto& s = stream.emplace<unix_stream::socket>(ex);
+    co_await s.async_connect(unix_stream::endpoint(opts.where.path), asio::use_awaitable);
+    break;
+  }
+  case transport_kind::tcp:
+  case transport_kind::tls: {
+    tcp::resolver resolver(ex);
+    auto endpoints = co_await resolver.async_resolve(
+        opts.where.host, std::to_string(opts.where.port), asio::use_awaitable);
+    tcp::socket* sock = nullptr;
+    if (opts.where.kind == transport_kind::tcp) {
+      sock = &stream.emplace<tcp::socket>(ex);
+    } else {
+      sock = &stream.emplace<tls_stream>(ex, *tls).next_layer();
+    }
+    co_await asio::async_connect(*sock, endpoints, asio::use_awaitable);
+    sock->set_option(tcp::no_delay(true));
+    if (opts.where.kind == transport_kind::tls) {
+      auto& s = std::get<tls_stream>(stream);
+      const std::string& name =
+          opts.tls.server_name.empty() ? opts.where.host : opts.tls.server_name;
+      if (!SSL_set_tlsext_host_name(s.native_handle(), name.c_str()))
+        throw std::system_error(errc::not_connected);
+      if (opts.tls.verify)
+        s.set_verify_callback(asio::ssl::host_name_verification(name));
+      co_await s.async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+    }
+    break;
+  }
+  }
+}
+
+// AUTH, SELECT and CLIENT SETNAME in one write; their replies read directly
+// (the pipeline only sees traffic of an established connection).
+asio::awaitable<void> connection::impl::handshake() {
+  std::string batch;
+  std::size_t expected = 0;
+  bool has_auth = false;
+  if (opts.where.password) {
+    std::vector<std::string_view> args{"AUTH"};
+    if (opts.where.username)
+      args.push_back(*opts.where.username);
+    args.push_back(*opts.where.password);
+    append_command(batch, args);
+    ++expected;
+    has_auth = true;
+  }
+  std::string db = std::to_string(opts.where.db);
+  if (opts.where.db != 0) {
+    std::vector<std::string_view> args{"SELECT", db};
+    append_command(batch, args);
+    ++expected;
+  }
+  if (!opts.client_name.empty()) {
+    std::vector<std::string_view> args{"CLIENT", "SETNAME", opts.client_name};
+    append_command(batch, args);
+    ++expected;
+  }
+  if (expected == 0)
+    co_return;
+  co_await write(asio::buffer(batch));
+  std::array<char, 4096> buf;
+  std::size_t got = 0;
+  while (got < expected) {
+    std::size_t n = co_await read_some(asio::buffer(buf));
+    reader->feed(buf.data(), n);
+    while (auto r = reader->next()) {
+      const bool is_auth = has_auth && got == 0;
+      ++got;
+      if ((*r)->type == REDIS_REPLY_ERROR) {
+        const std::string text(reply_text(**r));
+        if (is_auth || text.rfind("NOAUTH", 0) == 0) {
+          set_error(fmt::format("authentication failed: {}", text));
+          throw std::system_error(errc::auth_failed);
+        }
+        set_error(fmt::format("connection setup refused: {}", text));
+        throw std::system_error(errc::server_error);
+      }
+    }
+  }
+}
+
+asio::awaitable<std::error_code> connection::impl::connect_once() {
+  close_stream();
+  stream.emplace<std::monostate>();
+  reader.emplace();
+  // The watchdog closes the socket at the deadline, which aborts whatever
+  // step (resolve, connect, TLS, AUTH) is under way. Its state is shared: a
+  // late handler must neither touch this frame nor close a newer socket.
+  struct watch_state {
+    bool done = false;
+    bool fired = false;
+  };
+  auto watch = std::make_shared<watch_state>();
+  asio::steady_timer watchdog(conn.ctx_, opts.connect_timeout);
+  watchdog.async_wait([this, watch](std::error_code ec) {
+    if (!ec && !watch->done) {
+      watch->fired = true;
+      close_stream();
+    }
+  });
+  std::error_code result;
+  try {
+    co_await open_socket();
+    co_await handshake();
+  } catch (const std::system_error& e) {
+    result = e.code();
+  } catch (const protocol_error& e) {
+    set_error(fmt::format("protocol error during setup: {}", e.what()));
+    result = errc::protocol_error;
+  }
+  watch->done = true;
+  watchdog.cancel();
+  if (watch->fired) {
+    set_error(fmt::format(
+        "could not connect to {} within {} ms", opts.where.to_string(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(opts.connect_timeout).count()));
+    co_return errc::timeout;
+  }
+  if (!result)
+    co_return result;
+  if (result.category() == transport_category())
+    co_return result;
+  if (result.category() == asio::error::get_ssl_category() ||
+      result.category() == asio::ssl::error::get_stream_category()) {
+    const auto reason = ERR_GET_REASON(static_cast<unsigned long>(result.value()));
+    if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+      set_error(fmt::format("TLS: the certificate of {} did not verify", opts.where.to_string()));
+      co_return errc::tls_verify_failed;
+    }
+    set_error(
+        fmt::format("TLS handshake with {} failed: {}", opts.where.to_string(), result.message()));
+    co_return errc::not_connected;
+  }
+  set_error(fmt::format("cannot connect to {}: {}", opts.where.to_string(), result.message()));
+  co_return errc::not_connected;
+}
+
+asio::awaitable<void> connection::impl::writer() {
+  for (;;) {
+    if (!conn.pipeline_.has_waiting()) {
+      wake.expires_at(steady::time_point::max());
+      co_await wake.async_wait(ex::as_tuple(asio::use_awaitable));
+      if ((co_await asio::this_coro::cancellation_state).cancelled() !=
+          asio::cancellation_type::none)
+        co_return;
+      continue;
+    }
+    std::string batch = conn.pipeline_.take_write_batch();
+    conn.writes_.fetch_add(1, std::memory_order_relaxed);
+    co_await write(asio::buffer(batch));
+  }
+}
+
+asio::awaitable<void> connection::impl::reader_loop() {
+  std::array<char, 16384> buf;
+  for (;;) {
+    std::size_t n = co_await read_some(asio::buffer(buf));
+    reader->feed(buf.data(), n);
+    try {
+      while (auto r = reader->next()) {
+        last_reply = steady::now();
+        if (!conn.pipeline_.on_reply(std::move(*r))) {
+          set_error("the server sent a reply nobody asked for");
+          drop_reason = errc::protocol_error;
+          co_return;
+        }
+      }
+    } catch (const protocol_error& e) {
+      set_error(fmt::format("protocol error: {}", e.what()));
+      drop_reason = errc::protocol_error;
+      co_return;
+    }
+    conn.refresh_load();
+  }
+}
+
+// An idle connection is probed with PING: a dead peer is noticed within
+// health_check_interval + request_timeout even when nobody sends anything.
+asio::awaitable<void> connection::impl::health() {
+  if (opts.health_check_interval <= 0ns) {
+    asio::steady_timer forever(conn.ctx_, steady::time_point::max());
+    co_await forever.async_wait(ex::as_tuple(asio::use_awaitable));
+    co_return;
+  }
+  asio::steady_timer t(conn.ctx_);
+  for (;;) {
+    t.expires_after(opts.health_check_interval);
+    auto [ec] = co_await t.async_wait(ex::as_tuple(asio::use_awaitable));
+    if (ec)
+      co_return;
+    if (steady::now() - last_reply < opts.health_check_interval)
+      continue;
+    std::vector<std::string_view> ping{"PING"};
+    auto [err, reply] =
+        co_await conn.async_execute(encode_command(ping), ex::as_tuple(asio::use_awaitable));
+    if (err == errc::timeout) {
+      set_error("health check: PING timed out");
+      drop_reason = errc::connection_lost;
+      co_return;
+    }
+    if (err)
+      co_return;
+  }
+}
+
+asio::awaitable<void> connection::impl::sweep_deadlines() {
+  for (;;) {
+    auto [ec] = co_await deadline.async_wait(ex::as_tuple(asio::use_awaitable));
+    if (conn.stopping_)
+      co_return;
+    const auto next = conn.pipeline_.expire(steady::now());
+    conn.refresh_load();
+    deadline.expires_at(next);
+    (void)ec;
+  }
+}
+
+asio::awaitable<void> connection::impl::run() {
+  auto self = conn.shared_from_this(); // alive as long as this loop runs
+  auto executor = co_await asio::this_coro::executor;
+  asio::co_spawn(executor, sweep_deadlines(), asio::detached);
+  std::chrono::nanoseconds backoff = opts.reconnect_min;
+  while (!conn.stopping_) {
+    const std::error_code ec = co_await connect_once();
+    if (conn.stopping_)
+      break;
+    if (ec) {
+      // Whoever waits for this connection learns now, not at its deadline.
+      conn.pipeline_.on_disconnect(ec, true);
+      conn.refresh_load();
+      std::uniform_int_distribution<std::int64_t> jitter(0, backoff.count() / 2);
+      asio::steady_timer pause(conn.ctx_, backoff + std::chrono::nanoseconds(jitter(rng)));
+      co_await pause.async_wait(ex::as_tuple(asio::use_awaitable));
+      backoff = std::min(backoff * 2, opts.reconnect_max);
+      continue;
+    }
+    backoff = opts.reconnect_min;
+    drop_reason = {};
+    last_reply = steady::now();
+    conn.connects_.fetch_add(1, std::memory_order_relaxed);
+    conn.connected_.store(true, std::memory_order_relaxed);
+    auto [order, e1, e2, e3] =
+        co_await ex::make_parallel_group(asio::co_spawn(executor, writer(), ex::deferred),
+                                         asio::co_spawn(executor, reader_loop(), ex::deferred),
+                                         asio::co_spawn(executor, health(), ex::deferred))
+            .async_wait(ex::wait_for_one(), asio::use_awaitable);
+    (void)order;
+    (void)e1;
+    (void)e2;
+    (void)e3;
+    conn.connected_.store(false, std::memory_order_relaxed);
+    close_stream();
+    conn.pipeline_.on_disconnect(
+        conn.stopping_ ? std::error_code(errc::shutting_down)
+                       : (drop_reason ? drop_reason : std::error_code(errc::connection_lost)),
+        conn.stopping_);
+    conn.refresh_load();
+  }
+  conn.pipeline_.on_disconnect(errc::shutting_down, true);
+  conn.refresh_load();
+  deadline.cancel();
+}
+
+connection::connection(asio::io_context& ctx, connection_options options,
+                       std::shared_ptr<asio::ssl::context> tls)
+    : ctx_(ctx), request_timeout_(options.request_timeout) {
+  impl_ = std::make_unique<impl>(*this, std::move(options), std::move(tls));
+}
+
+connection::~connection() = default;
+
+std::shared_ptr<connection> connection::create(asio::io_context& ctx, connection_options options,
+                                               std::shared_ptr<asio::ssl::context> tls) {
+  return std::shared_ptr<connection>(new connection(ctx, std::move(options), std::move(tls)));
+}
+
+void connection::start() {
+  asio::co_spawn(ctx_, impl_->run(), asio::detached);
+}
+
+void connection::stop() {
+  asio::post(ctx_, [self = shared_from_this()] {
+    if (self->stopping_)
+      return;
+    self->stopping_ = true;
+    self->impl_->close_stream();
+    self->impl_->wake.cancel();
+    self->impl_->deadline.cancel();
+    self->pipeline_.on_disconnect(errc::shutting_down, true);
+    self->refresh_load();
+  });
+}
+
+void connection::submit(request* r, std::uint64_t id) {
+  live_.emplace(id, r);
+  pipeline_.push(*r);
+  if (stopping_) {
+    pipeline_.on_disconnect(errc::shutting_down, true);
+    refresh_load();
+    return;
+  }
+  refresh_load();
+  impl_->wake.cancel();
+  impl_->arm_deadline();
+}
+
+void connection::cancel(std::uint64_t id) {
+  auto it = live_.find(id);
+  if (it == live_.end())
+    return; // already completed
+  pipeline_.cancel(*it->second, asio::error::operation_aborted);
+  refresh_load();
+}
+
+connection_stats connection::stats() const noexcept {
+  return {writes_.load(std::memory_order_relaxed), requests_.load(std::memory_order_relaxed),
+          connects_.load(std::memory_order_relaxed)};
+}
+
+std::string connection::last_error() const {
+  std::lock_guard lk(error_mutex_);
+  return last_error_;
+}
+
+} // namespace ratesync::redis

@@ -1,0 +1,182 @@
+// Private: one multiplexed Redis connection. Asio owns the socket (TCP, TLS or
+// unix); hiredis only encodes and decodes. Many callers share the connection:
+// whatever is queued goes out in one write, replies are matched in order
+// (see pipeline.hpp). The connection lives on one single-threaded io_context
+// owned by its store; callers on any executor or thread submit requests and
+// are completed on their own executor.
+#pragma once
+
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/execution/outstanding_work.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/prefer.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/steady_timer.hpp>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "redis/errors.hpp"
+#include "redis/pipeline.hpp"
+#include "redis/resp.hpp"
+#include "redis/url.hpp"
+
+namespace ratesync::redis {
+
+struct tls_options {
+  std::string ca_file;   // empty: the system's trust store
+  std::string cert_file; // client certificate (with key_file), for servers that demand one
+  std::string key_file;
+  std::string server_name; // empty: the URL's host
+  bool verify = true;      // false only through the loudly named store option
+};
+
+struct connection_options {
+  endpoint where;
+  tls_options tls;
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(5);
+  std::chrono::nanoseconds request_timeout = std::chrono::seconds(5);
+  // An idle connection is probed with PING this often; zero turns it off.
+  std::chrono::nanoseconds health_check_interval = std::chrono::seconds(1);
+  std::chrono::nanoseconds reconnect_min = std::chrono::milliseconds(20);
+  std::chrono::nanoseconds reconnect_max = std::chrono::seconds(2);
+  std::string client_name = "ratesync";
+};
+
+struct connection_stats {
+  std::uint64_t writes = 0;   // socket writes (each carries a batch)
+  std::uint64_t requests = 0; // requests submitted
+  std::uint64_t connects = 0; // successful connects (handshake included)
+};
+
+// The TLS context for a store's connections (certificates are read here, so
+// a missing file is a configuration-time error). Throws std::invalid_argument.
+std::shared_ptr<asio::ssl::context> make_tls_context(const tls_options& tls);
+
+class connection : public std::enable_shared_from_this<connection> {
+public:
+  static std::shared_ptr<connection> create(asio::io_context& ctx, connection_options options,
+                                            std::shared_ptr<asio::ssl::context> tls);
+  ~connection();
+
+  // Starts connecting (and reconnecting, with backoff, whenever it drops).
+  void start();
+  // Fails every request with errc::shutting_down and stops; idempotent.
+  void stop();
+
+  // Sends one encoded command; completes with its reply or an error:
+  // errc::timeout after request_timeout, errc::connection_lost if the
+  // connection dropped after the request was written (it is never replayed),
+  // the connect error if no connection could be made. Error replies from the
+  // server are replies, not errors. Cancellation (per-operation, any type)
+  // removes a request not yet written, or discards the reply of one written.
+  template <class CompletionToken>
+  auto async_execute(std::string payload, CompletionToken&& token) {
+    return asio::async_initiate<CompletionToken, void(std::error_code, reply_ptr)>(
+        [self = shared_from_this()](auto handler, std::string payload) mutable {
+          self->initiate(std::move(handler), std::move(payload));
+        },
+        token, std::move(payload));
+  }
+
+  // Requests queued or awaiting a reply (for least-loaded selection).
+  std::size_t load() const noexcept { return load_.load(std::memory_order_relaxed); }
+  bool is_connected() const noexcept { return connected_.load(std::memory_order_relaxed); }
+  connection_stats stats() const noexcept;
+  // The latest connect or protocol failure (kept after recovery), with the
+  // server's words where it gave any; passwords never appear. Empty if none.
+  std::string last_error() const;
+
+private:
+  // A request with its completion handler. Completion posts the handler to
+  // its own executor (keeping that executor's io_context alive meanwhile).
+  template <class Handler> class handler_request;
+
+  connection(asio::io_context& ctx, connection_options options,
+             std::shared_ptr<asio::ssl::context> tls);
+
+  template <class Handler> void initiate(Handler handler, std::string payload);
+
+  // On the connection's thread.
+  void submit(request* r, std::uint64_t id);
+  void cancel(std::uint64_t id);
+  void forget(std::uint64_t id) { live_.erase(id); }
+  void refresh_load() noexcept { load_.store(pipeline_.size(), std::memory_order_relaxed); }
+
+  struct impl;
+  std::unique_ptr<impl> impl_;
+  asio::io_context& ctx_;
+  pipeline pipeline_;
+  std::unordered_map<std::uint64_t, request*> live_;
+  std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<std::size_t> load_{0};
+  std::atomic<bool> connected_{false};
+  std::atomic<std::uint64_t> writes_{0};
+  std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::uint64_t> connects_{0};
+  mutable std::mutex error_mutex_;
+  std::string last_error_;
+  std::chrono::nanoseconds request_timeout_;
+  bool stopping_ = false;
+
+  friend struct impl;
+};
+
+template <class Handler> class connection::handler_request final : public request {
+public:
+  handler_request(std::string payload, std::chrono::steady_clock::time_point deadline,
+                  Handler handler, std::shared_ptr<connection> owner, std::uint64_t id)
+      : request(std::move(payload), deadline), handler_(std::move(handler)),
+        work_(asio::prefer(asio::get_associated_executor(handler_, owner->ctx_.get_executor()),
+                           asio::execution::outstanding_work.tracked)),
+        owner_(std::move(owner)), id_(id) {}
+
+private:
+  void complete(std::error_code ec, reply_ptr reply) override {
+    owner_->forget(id_);
+    auto ex = asio::get_associated_executor(handler_, owner_->ctx_.get_executor());
+    // The cancellation slot is cleared on the handler's own executor, where
+    // the caller would emit cancellation from, before the handler runs.
+    asio::post(ex,
+               [h = std::move(handler_), w = std::move(work_), ec, r = std::move(reply)]() mutable {
+                 auto slot = asio::get_associated_cancellation_slot(h);
+                 if (slot.is_connected())
+                   slot.clear();
+                 std::move(h)(ec, std::move(r));
+                 (void)w;
+               });
+    delete this;
+  }
+
+  Handler handler_;
+  decltype(asio::prefer(
+      std::declval<asio::associated_executor_t<Handler, asio::io_context::executor_type>>(),
+      asio::execution::outstanding_work.tracked)) work_;
+  std::shared_ptr<connection> owner_;
+  std::uint64_t id_;
+};
+
+template <class Handler> void connection::initiate(Handler handler, std::string payload) {
+  const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  auto slot = asio::get_associated_cancellation_slot(handler);
+  if (slot.is_connected()) {
+    // May be emitted from any thread: hop to the connection's thread, where
+    // the request may already be gone (then nothing happens).
+    slot.assign([self = shared_from_this(), id](asio::cancellation_type) {
+      asio::post(self->ctx_, [self, id] { self->cancel(id); });
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + request_timeout_;
+  auto* r = new handler_request<Handler>(std::move(payload), deadline, std::move(handler),
+                                         shared_from_this(), id);
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  asio::post(ctx_, [self = shared_from_this(), r, id] { self->submit(r, id); });
+}
+
+} // namespace ratesync::redis

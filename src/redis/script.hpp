@@ -1,0 +1,42 @@
+// Private: Lua scripts run with EVALSHA. The SHA1 is computed once; on
+// NOSCRIPT (after a restart, failover or SCRIPT FLUSH) the script is loaded on
+// that connection and the call retried once: safe, since it did not run.
+#pragma once
+
+#include <asio/awaitable.hpp>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "redis/connection.hpp"
+
+namespace ratesync::redis {
+
+class script {
+public:
+  script(std::string name, std::string source);
+
+  const std::string& name() const noexcept { return name_; }
+  const std::string& source() const noexcept { return source_; }
+  const std::string& sha1() const noexcept { return sha1_; } // lowercase hex
+
+private:
+  std::string name_;
+  std::string source_;
+  std::string sha1_;
+};
+
+std::string sha1_hex(std::string_view data);
+
+struct script_result {
+  std::error_code error; // transport error; an error *reply* is a reply
+  reply_ptr reply;
+};
+
+asio::awaitable<script_result> run_script(std::shared_ptr<connection> conn, const script& s,
+                                          std::span<const std::string_view> keys,
+                                          std::span<const std::string_view> args);
+
+} // namespace ratesync::redis
