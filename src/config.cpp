@@ -267,8 +267,8 @@ const std::vector<std::string_view> store_option_names = [] {
 }();
 
 const std::vector<std::string_view> limiter_option_names = {
-    "store",          "algorithm",      "rate_per_second", "burst",      "limit",
-    "window_seconds", "max_concurrent", "timeout",         "fail_closed"};
+    "store",          "algorithm",      "rate_per_second", "burst",       "limit",
+    "window_seconds", "max_concurrent", "timeout",         "fail_closed", "lease_seconds"};
 
 // Reads the options of one [stores.NAME] / [limiters.NAME] table.
 class entry_reader {
@@ -549,6 +549,8 @@ private:
         o.timeout = seconds_d(r.get_number(k, *value));
       } else if (k == "fail_closed") {
         o.fail_closed = r.get_boolean(k, *value);
+      } else if (k == "lease_seconds") {
+        o.lease_seconds = r.get_number(k, *value);
       } else {
         r.fail(key->source(), k, unknown_name_message("option", k, limiter_option_names));
       }

@@ -90,7 +90,8 @@ acquisition_error::acquisition_error(std::string limiter, std::string key,
     : error(acquisition_what(limiter, key, retry_after, reason)), limiter_(std::move(limiter)),
       key_(std::move(key)), retry_after_(retry_after), reason_(reason) {}
 
-store_error::store_error(std::string store, const std::string& message)
-    : error(fmt::format("store \"{}\": {}", store, message)), store_(std::move(store)) {}
+store_error::store_error(std::string store, const std::string& message, bool circuit_open)
+    : error(fmt::format("store \"{}\": {}", store, message)), store_(std::move(store)),
+      circuit_open_(circuit_open) {}
 
 } // namespace ratesync

@@ -45,6 +45,8 @@ limiter_spec make_spec(const std::string& name, const limiter_options& options) 
     s.window = std::max(std::chrono::nanoseconds(1), ceil_ns(*options.window_seconds));
   }
   s.max_concurrent = options.max_concurrent.value_or(0);
+  if (options.lease_seconds)
+    s.lease = ceil_ns(*options.lease_seconds);
   if (options.timeout && options.timeout->count() < longest_timeout_s)
     s.default_timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(*options.timeout);
   s.fail_closed = options.fail_closed;
@@ -130,8 +132,9 @@ acquire_result limiter_core::finish(const acquire_outcome& out,
 namespace {
 
 // A store that cannot decide: admit without a lease (fail open) or rethrow.
-acquire_outcome on_store_error(const limiter_spec& spec, metrics_recorder& metrics) {
-  metrics.store_error();
+acquire_outcome on_store_error(const limiter_spec& spec, metrics_recorder& metrics,
+                               const store_error& e) {
+  metrics.store_error(e.circuit_open());
   if (spec.fail_closed)
     throw;
   acquire_outcome out;
@@ -146,8 +149,8 @@ limiter_core::decide_now(const acquire_request& req, std::chrono::steady_clock::
   std::optional<acquire_outcome> out;
   try {
     out = backend_->try_acquire_now(req);
-  } catch (const store_error&) {
-    out = on_store_error(spec_, metrics_);
+  } catch (const store_error& e) {
+    out = on_store_error(spec_, metrics_, e);
   }
   if (!out)
     return std::nullopt;
@@ -160,8 +163,8 @@ asio::awaitable<acquire_result> limiter_core::decide(std::shared_ptr<limiter_cor
   acquire_outcome out;
   try {
     out = co_await self->backend_->acquire(req);
-  } catch (const store_error&) {
-    out = on_store_error(self->spec_, self->metrics_);
+  } catch (const store_error& e) {
+    out = on_store_error(self->spec_, self->metrics_, e);
   } catch (const std::system_error& e) {
     if (is_cancellation(e))
       self->metrics_.cancelled();

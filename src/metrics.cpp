@@ -40,6 +40,7 @@ limiter_metrics metrics_recorder::snapshot() const noexcept {
   m.cancelled = cancelled_.load(std::memory_order_relaxed);
   m.max_concurrent_reached = conc_full_.load(std::memory_order_relaxed);
   m.store_errors = store_errors_.load(std::memory_order_relaxed);
+  m.circuit_rejections = circuit_rejections_.load(std::memory_order_relaxed);
   if (auto at = last_at_ns_.load(std::memory_order_relaxed); at != 0) {
     const auto ago =
         std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(at);

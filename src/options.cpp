@@ -148,6 +148,8 @@ void validate(const std::string& name, const store_options& o) {
                              std::numeric_limits<std::int32_t>::max(), *o.db));
   if (o.key_prefix.empty())
     c.fail("key_prefix", "must not be empty");
+  if (o.key_prefix.find_first_of("{}") != std::string::npos)
+    c.fail("key_prefix", "must not contain '{' or '}' (they would break the keys' hash tag)");
   c.int_at_least("pool_min_size", o.pool_min_size, 0);
   c.int_at_least("pool_max_size", o.pool_max_size, 1);
   if (o.pool_max_size < o.pool_min_size)
@@ -181,6 +183,13 @@ void validate(const std::string& name, const limiter_options& o) {
   }
   if (o.max_concurrent)
     c.int_at_least("max_concurrent", *o.max_concurrent, 1);
+  if (o.lease_seconds) {
+    if (!o.max_concurrent)
+      c.fail("lease_seconds", "applies to limiters with max_concurrent only");
+    c.finite_at_least("lease_seconds", *o.lease_seconds, 0.0, true);
+    if (*o.lease_seconds > 1e6)
+      c.fail("lease_seconds", fmt::format("must be <= 1000000 (got {})", *o.lease_seconds));
+  }
   if (o.timeout)
     c.finite_at_least("timeout", o.timeout->count(), 0.0, false);
 

@@ -8,43 +8,16 @@
 
 #include "config.hpp"
 #include "ratesync/memory/memory_engine.hpp"
+#include "redis/redis_engine.hpp"
 
 namespace ratesync {
 
 namespace {
 
-// Stands in for the redis engine until it is built: loading a redis store
-// works (so configurations can be written and checked now), using it fails
-// loudly instead of pretending to limit.
-class unavailable_engine final : public engine {
-public:
-  explicit unavailable_engine(std::string store) : store_(std::move(store)) {}
-  std::unique_ptr<backend> make_backend(const limiter_spec& spec) override {
-    return std::make_unique<unavailable_backend>(store_, spec.name);
-  }
-
-private:
-  class unavailable_backend final : public backend {
-  public:
-    unavailable_backend(std::string store, std::string limiter)
-        : message_(fmt::format("limiter \"{}\": store \"{}\" uses the redis engine, which this "
-                               "build of ratesync does not provide yet",
-                               limiter, store)) {}
-    asio::awaitable<acquire_outcome> acquire(acquire_request) override { throw error(message_); }
-    void release(lease_token) noexcept override {}
-    asio::awaitable<limiter_state> get_state(std::string) override { throw error(message_); }
-    asio::awaitable<void> reset(std::string) override { throw error(message_); }
-
-  private:
-    std::string message_;
-  };
-  std::string store_;
-};
-
 std::shared_ptr<engine> make_store_engine(const std::string& name, const store_options& options) {
   if (options.engine == "memory")
     return memory::make_engine();
-  return std::make_shared<unavailable_engine>(name);
+  return redis::make_engine(name, options);
 }
 
 std::string joined(const std::vector<std::string>& names) {
@@ -83,7 +56,12 @@ void registry::apply(const detail::config_document& doc) {
   for (const auto& st : doc.stores) {
     if (stores_.count(st.name))
       throw doc.error_at(st, "stores", "", "a store of this name is already configured");
-    auto eng = make_store_engine(st.name, st.options);
+    std::shared_ptr<engine> eng;
+    try {
+      eng = make_store_engine(st.name, st.options);
+    } catch (const std::invalid_argument& e) {
+      throw doc.error_at(st, "stores", "url", e.what());
+    }
     new_stores.emplace(st.name, eng);
     s.stores.emplace_back(st.name, std::move(eng));
   }

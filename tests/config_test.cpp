@@ -519,10 +519,10 @@ TEST(ConfigParse, LiteralDollarBraceInAValue) {
   config_document doc = parse_config(R"([stores.r]
 engine = "redis"
 url = "redis://localhost"
-key_prefix = "app$${x}"
+password = "pa$${x}ss"
 )",
                                      source_name);
-  EXPECT_EQ(doc.stores.at(0).options.key_prefix, "app${x}");
+  EXPECT_EQ(doc.stores.at(0).options.password, "pa${x}ss");
 }
 
 // ---------------------------------------------------------------------------
@@ -653,7 +653,7 @@ colour = "red"
 )"),
             at(3, 1, "limiters.api.colour",
                "unknown option 'colour' (valid: store, algorithm, rate_per_second, burst, limit, "
-               "window_seconds, max_concurrent, timeout, fail_closed)"));
+               "window_seconds, max_concurrent, timeout, fail_closed, lease_seconds)"));
 }
 
 TEST(ConfigErrors, SubTableInAnEntryIsAnUnknownOption) {
@@ -664,7 +664,7 @@ x = 1
 )"),
             at(3, 15, "limiters.api.extra",
                "unknown option 'extra' (valid: store, algorithm, rate_per_second, burst, limit, "
-               "window_seconds, max_concurrent, timeout, fail_closed)"));
+               "window_seconds, max_concurrent, timeout, fail_closed, lease_seconds)"));
 }
 
 TEST(ConfigErrors, WrongType) {
@@ -1133,3 +1133,79 @@ TEST(Validate, StoreErrors) {
 }
 
 } // namespace
+
+// ---------------------------------------------------------------------------
+// Redis connection options checked at configuration time
+
+namespace {
+
+std::string message_of(std::string_view text) {
+  try {
+    parse_config(text, "test.toml");
+  } catch (const ratesync::config_error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+} // namespace
+
+TEST(ConfigRedis, MalformedUrlIsAConfigErrorWithoutThePassword) {
+  const std::string m = message_of(R"([stores.r]
+engine = "redis"
+url = "redis://:hunter2@localhost:99999/0"
+)");
+  EXPECT_NE(m.find("test.toml:3:7: stores.r.url:"), std::string::npos) << m;
+  EXPECT_NE(m.find("port"), std::string::npos) << m;
+  EXPECT_EQ(m.find("hunter2"), std::string::npos) << m;
+}
+
+TEST(ConfigRedis, TlsOptionsNeedARedissUrl) {
+  const std::string m = message_of(R"([stores.r]
+engine = "redis"
+url = "redis://localhost"
+tls_ca_file = "/etc/ssl/certs/ca-certificates.crt"
+)");
+  EXPECT_NE(m.find("stores.r.tls_ca_file: applies to rediss:// URLs only"), std::string::npos) << m;
+}
+
+TEST(ConfigRedis, MissingTlsFilesAreReportedAtLoad) {
+  const std::string m = message_of(R"([stores.r]
+engine = "redis"
+url = "rediss://localhost:6380"
+tls_ca_file = "/nonexistent/ca.crt"
+)");
+  EXPECT_NE(m.find("test.toml:4:15: stores.r.tls_ca_file: cannot read \"/nonexistent/ca.crt\""),
+            std::string::npos)
+      << m;
+  const std::string half = message_of(R"([stores.r]
+engine = "redis"
+url = "rediss://localhost:6380"
+tls_cert_file = "/etc/hostname"
+)");
+  EXPECT_NE(half.find("needs both tls_cert_file and tls_key_file"), std::string::npos) << half;
+}
+
+TEST(ConfigRedis, KeyPrefixMustNotBreakTheHashTag) {
+  const std::string m = message_of(R"([stores.r]
+engine = "redis"
+url = "redis://localhost"
+key_prefix = "app{1}"
+)");
+  EXPECT_NE(m.find("stores.r.key_prefix: must not contain '{' or '}'"), std::string::npos) << m;
+}
+
+TEST(ConfigRedis, LeaseSecondsNeedsMaxConcurrent) {
+  const std::string m = message_of(R"([limiters.api]
+rate_per_second = 5
+lease_seconds = 10
+)");
+  EXPECT_NE(m.find("limiters.api.lease_seconds: applies to limiters with max_concurrent only"),
+            std::string::npos)
+      << m;
+  EXPECT_EQ(message_of(R"([limiters.api]
+max_concurrent = 2
+lease_seconds = 10
+)"),
+            "no error");
+}

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine_fixture.hpp"
 #include "ratesync/ratesync.hpp"
 #include "test_support.hpp"
 
@@ -45,6 +46,11 @@ acquire_options fail_fast(std::string key = {}) {
   return o;
 }
 
+// How far a caller's clock read after its permit may lag the decision: timer
+// lateness on a loaded 2-core machine, plus the reply's trip on redis (where
+// the decision is made on the server's clock).
+constexpr double lag_tolerance = on_redis ? 0.010 : 0.005;
+
 // Largest number of admissions within any closed span of `span` seconds.
 std::size_t max_in_span(std::vector<double> t, double span) {
   std::sort(t.begin(), t.end());
@@ -59,7 +65,8 @@ std::size_t max_in_span(std::vector<double> t, double span) {
 
 // `workers` coroutines acquire in a loop (waiting as needed) for `seconds`;
 // returns each admission's time in seconds since the start.
-std::vector<double> hammer(registry& reg, const std::string& name, int workers, double seconds) {
+std::vector<double> hammer(test_registry& reg, const std::string& name, int workers,
+                           double seconds) {
   asio::io_context ctx;
   std::vector<double> times;
   const auto t0 = steady::now();
@@ -83,12 +90,12 @@ std::vector<double> hammer(registry& reg, const std::string& name, int workers, 
 }
 
 TEST(MemoryTokenBucket, AdmitsAtMostBurstPlusRateTimesSpanAndNearlyAllOfIt) {
-  registry reg;
+  test_registry reg;
   reg.configure_limiter("api", bucket(200, 10));
   const double T = 1.5;
   auto times = hammer(reg, "api", 8, T);
   // Every span: at most burst + rate * span. Measured times lag the decided
-  // ones by timer lateness, so spans are shrunk by 2 ms before comparing.
+  // ones, so spans are shrunk by lag_tolerance before comparing.
   for (double span : {0.0, 0.01, 0.05, 0.1, 0.5, 1.0, T})
     EXPECT_LE(max_in_span(times, std::max(0.0, span - 0.002)),
               10 + static_cast<std::size_t>(200 * span))
@@ -98,7 +105,7 @@ TEST(MemoryTokenBucket, AdmitsAtMostBurstPlusRateTimesSpanAndNearlyAllOfIt) {
 }
 
 TEST(MemoryTokenBucket, FractionalRateStrictPacingByDefault) {
-  registry reg;
+  test_registry reg;
   limiter_options o;
   o.rate_per_second = 2.5; // burst defaults to 1: one every 400 ms
   reg.configure_limiter("slow", o);
@@ -109,18 +116,19 @@ TEST(MemoryTokenBucket, FractionalRateStrictPacingByDefault) {
 }
 
 TEST(MemorySlidingWindow, NoWindowHoldsMoreThanLimitAndWaitersFillIt) {
-  registry reg;
+  test_registry reg;
   reg.configure_limiter("login", window(10, 0.2));
   const double T = 1.2;
   auto times = hammer(reg, "login", 6, T);
-  // Half-open window of 0.2 s; shrunk by 2 ms for timer lateness.
-  EXPECT_LE(max_in_span(times, 0.2 - 0.002), 10u);
+  // Half-open window of 0.2 s, shrunk for the lag between a decision and
+  // the caller's clock read (timer lateness; on redis also the reply's trip).
+  EXPECT_LE(max_in_span(times, 0.2 - lag_tolerance), 10u);
   // Waiters wake as the oldest admission leaves: ~limit per window.
   EXPECT_GE(static_cast<double>(times.size()), 0.95 * 10 * (T / 0.2));
 }
 
 TEST(MemorySlidingWindow, DeniedRequestsDoNotCountAndRetryAfterIsExact) {
-  registry reg;
+  test_registry reg;
   reg.configure_limiter("login", window(3, 0.3));
   auto lim = reg.get_limiter("login");
   run([&]() -> asio::awaitable<void> {
@@ -143,7 +151,7 @@ TEST(MemorySlidingWindow, DeniedRequestsDoNotCountAndRetryAfterIsExact) {
 }
 
 TEST(MemoryTokenBucket, FailsAtOnceWhenTheWaitExceedsTheTimeout) {
-  registry reg;
+  test_registry reg;
   reg.configure_limiter("api", bucket(10, 1)); // one per 100 ms
   auto lim = reg.get_limiter("api");
   run([&]() -> asio::awaitable<void> {
@@ -171,7 +179,7 @@ TEST(MemoryTokenBucket, FailsAtOnceWhenTheWaitExceedsTheTimeout) {
 }
 
 TEST(MemoryTokenBucket, WaitersAreAdmittedInArrivalOrderAtTheirSlots) {
-  registry reg;
+  test_registry reg;
   reg.configure_limiter("api", bucket(50, 1)); // one per 20 ms
   asio::io_context ctx;
   std::vector<std::pair<int, double>> order;
@@ -187,13 +195,17 @@ TEST(MemoryTokenBucket, WaitersAreAdmittedInArrivalOrderAtTheirSlots) {
   ctx.run();
   ASSERT_EQ(order.size(), 8u);
   for (int i = 0; i < 8; ++i) {
-    EXPECT_EQ(order[static_cast<std::size_t>(i)].first, i);
+    // On redis, arrival order is the order requests reach the server over
+    // the pool's connections, not the order of the calls.
+    if (!on_redis) {
+      EXPECT_EQ(order[static_cast<std::size_t>(i)].first, i);
+    }
     EXPECT_NEAR(order[static_cast<std::size_t>(i)].second, 20.0 * i, 12.0) << i;
   }
 }
 
 TEST(MemoryConcurrency, NeverMoreThanMaxHeldAndWaitersServedInOrder) {
-  registry reg;
+  test_registry reg;
   limiter_options o;
   o.max_concurrent = 3;
   reg.configure_limiter("pool", o);
@@ -216,7 +228,9 @@ TEST(MemoryConcurrency, NeverMoreThanMaxHeldAndWaitersServedInOrder) {
   std::vector<int> expected(12);
   for (int i = 0; i < 12; ++i)
     expected[static_cast<std::size_t>(i)] = i;
-  EXPECT_EQ(order, expected);
+  if (!on_redis) { // the redis engine polls for a free slot: no FIFO promise
+    EXPECT_EQ(order, expected);
+  }
   auto m = reg.get_limiter("pool").get_metrics();
   EXPECT_EQ(m.current_concurrent, 0);
   EXPECT_EQ(m.total_acquisitions, 12u);
@@ -225,7 +239,7 @@ TEST(MemoryConcurrency, NeverMoreThanMaxHeldAndWaitersServedInOrder) {
 }
 
 TEST(MemoryConcurrency, TimeoutWhileWaitingForASlot) {
-  registry reg;
+  test_registry reg;
   limiter_options o;
   o.max_concurrent = 1;
   o.timeout = seconds_d(0.05);
@@ -255,7 +269,7 @@ TEST(MemoryConcurrency, TimeoutWhileWaitingForASlot) {
 }
 
 TEST(MemoryCombined, DeniedByEitherConsumesNeither) {
-  registry reg;
+  test_registry reg;
   limiter_options o = bucket(10, 1);
   o.max_concurrent = 1;
   reg.configure_limiter("both", o);
@@ -281,7 +295,7 @@ TEST(MemoryCombined, DeniedByEitherConsumesNeither) {
 }
 
 TEST(MemoryCancellation, CancelledWaitersConsumeNothing) {
-  registry reg;
+  test_registry reg;
   reg.configure_limiter("api", bucket(1, 1)); // one per second
   auto lim = reg.get_limiter("api");
   run([&]() -> asio::awaitable<void> {
@@ -300,6 +314,8 @@ TEST(MemoryCancellation, CancelledWaitersConsumeNothing) {
       EXPECT_EQ(order[0], 1u);
       EXPECT_TRUE(ex != nullptr);
     }
+    if (on_redis) // the undo of each cancelled reservation is sent, not awaited
+      co_await sleep_for(50ms);
     // As if they never came: the next token is due 1 s after the first one.
     auto st = co_await lim.get_state();
     const double expected_ms = 1000.0 - ms_since(t0);
@@ -314,7 +330,7 @@ TEST(MemoryCancellation, CancelledWaitersConsumeNothing) {
 }
 
 TEST(MemoryCancellation, ThousandQueuedForASlotCancelledLeaveNothingHeld) {
-  registry reg;
+  test_registry reg;
   limiter_options o;
   o.max_concurrent = 2;
   reg.configure_limiter("pool", o);
@@ -344,7 +360,13 @@ TEST(MemoryCancellation, ThousandQueuedForASlotCancelledLeaveNothingHeld) {
   auto m = lim.get_metrics();
   EXPECT_EQ(m.cancelled, 1000u);
   EXPECT_EQ(m.current_concurrent, 0);
-  EXPECT_EQ(run(lim.get_state()).current_concurrent, 0);
+  // (On redis a release is sent, not awaited: allow it a moment to land.)
+  auto held = run(lim.get_state()).current_concurrent;
+  for (int i = 0; on_redis && held != 0 && i < 50; ++i) {
+    std::this_thread::sleep_for(2ms);
+    held = run(lim.get_state()).current_concurrent;
+  }
+  EXPECT_EQ(held, 0);
   // Both slots are free again.
   run([&]() -> asio::awaitable<void> {
     auto p1 = co_await lim.acquire(fail_fast());
@@ -353,7 +375,7 @@ TEST(MemoryCancellation, ThousandQueuedForASlotCancelledLeaveNothingHeld) {
 }
 
 TEST(MemoryPermit, ReleasesOnceWhateverTheWay) {
-  registry reg;
+  test_registry reg;
   limiter_options o;
   o.max_concurrent = 1;
   reg.configure_limiter("pool", o);
@@ -376,7 +398,7 @@ TEST(MemoryPermit, ReleasesOnceWhateverTheWay) {
 }
 
 TEST(MemoryArguments, ImpossibleCostsAreErrorsNotDenials) {
-  registry reg;
+  test_registry reg;
   reg.configure_limiter("api", bucket(10, 5));
   reg.configure_limiter("login", window(3, 1));
   run([&]() -> asio::awaitable<void> {
@@ -400,7 +422,7 @@ TEST(MemoryArguments, ImpossibleCostsAreErrorsNotDenials) {
 }
 
 TEST(MemoryKeys, EachKeyHasItsOwnLimit) {
-  registry reg;
+  test_registry reg;
   reg.configure_limiter("login", window(2, 60));
   run([&]() -> asio::awaitable<void> {
     for (int i = 0; i < 2; ++i)
@@ -418,8 +440,9 @@ TEST(MemoryKeys, EachKeyHasItsOwnLimit) {
   }());
 }
 
+#ifndef RATESYNC_TEST_REDIS // the memory engine's own bookkeeping
 TEST(MemoryKeys, AMillionDistinctKeysDoNotStayInMemory) {
-  registry reg;
+  test_registry reg;
   reg.configure_limiter("per_user", bucket(1e6, 1)); // a key recovers in 1 us
   auto lim = reg.get_limiter("per_user");
   auto heap = [] { return mallinfo2().uordblks; };
@@ -440,8 +463,10 @@ TEST(MemoryKeys, AMillionDistinctKeysDoNotStayInMemory) {
   EXPECT_EQ(lim.get_metrics().total_acquisitions, 1'000'000u);
 }
 
+#endif
+
 TEST(MemoryThreads, SharedLimiterOnAFourThreadIoContext) {
-  registry reg;
+  test_registry reg;
   limiter_options o = bucket(2000, 20);
   o.max_concurrent = 3;
   reg.configure_limiter("api", o);

@@ -29,6 +29,7 @@ struct limiter_spec {
   std::chrono::nanoseconds window{0};
   // 0: no concurrency limit.
   std::int64_t max_concurrent = 0;
+  std::chrono::nanoseconds lease{std::chrono::seconds(30)};
   std::optional<std::chrono::nanoseconds> default_timeout;
   bool fail_closed = false;
   limiter_options options; // as configured, for introspection
@@ -103,6 +104,8 @@ public:
   virtual void release(lease_token lease) noexcept = 0;
 
   virtual asio::awaitable<limiter_state> get_state(std::string key) = 0;
+  // True while the store is known to be failing (its circuit breaker is open).
+  virtual bool degraded() const noexcept { return false; }
   virtual asio::awaitable<void> reset(std::string key) = 0;
 };
 

@@ -92,11 +92,15 @@ private:
 // or the store cannot serve at all.
 class store_error : public error {
 public:
-  store_error(std::string store, const std::string& message);
+  store_error(std::string store, const std::string& message, bool circuit_open = false);
   const std::string& store() const noexcept { return store_; }
+  // True when the store's circuit breaker answered without contacting the
+  // store (after repeated failures; it probes until the store is back).
+  bool circuit_open() const noexcept { return circuit_open_; }
 
 private:
   std::string store_;
+  bool circuit_open_;
 };
 
 } // namespace ratesync

@@ -53,6 +53,11 @@ public:
   const limiter_spec& spec() const noexcept { return spec_; }
   const std::string& store_name() const noexcept { return store_name_; }
   metrics_recorder& metrics() noexcept { return metrics_; }
+  limiter_metrics snapshot() const noexcept {
+    limiter_metrics m = metrics_.snapshot();
+    m.circuit_open = backend_->degraded();
+    return m;
+  }
 
   // The coroutine bodies take the core by value so that a limiter removed
   // from its registry stays alive while anyone waits on it.
@@ -117,7 +122,7 @@ public:
     return detail::limiter_core::reset(core_, std::move(key));
   }
 
-  limiter_metrics get_metrics() const noexcept { return core_->metrics().snapshot(); }
+  limiter_metrics get_metrics() const noexcept { return core_->snapshot(); }
 
 private:
   std::shared_ptr<detail::limiter_core> core_;

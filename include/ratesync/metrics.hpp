@@ -40,6 +40,11 @@ struct limiter_metrics {
   // Decisions the store could not make (admitted when fail-open, thrown when
   // fail-closed).
   std::uint64_t store_errors = 0;
+  // Of those, the ones the store's circuit breaker answered at once, without
+  // waiting on a store that had failed repeatedly.
+  std::uint64_t circuit_rejections = 0;
+  // The store's circuit breaker is open right now (the store is failing).
+  bool circuit_open = false;
   // Wall-clock time of the latest successful acquisition.
   std::optional<std::chrono::system_clock::time_point> last_acquisition_at;
 };
@@ -59,7 +64,11 @@ public:
   void timed_out() noexcept { timeouts_.fetch_add(1, std::memory_order_relaxed); }
   void cancelled() noexcept { cancelled_.fetch_add(1, std::memory_order_relaxed); }
   void concurrency_full() noexcept { conc_full_.fetch_add(1, std::memory_order_relaxed); }
-  void store_error() noexcept { store_errors_.fetch_add(1, std::memory_order_relaxed); }
+  void store_error(bool circuit_open) noexcept {
+    store_errors_.fetch_add(1, std::memory_order_relaxed);
+    if (circuit_open)
+      circuit_rejections_.fetch_add(1, std::memory_order_relaxed);
+  }
 
   limiter_metrics snapshot() const noexcept;
 
@@ -73,6 +82,7 @@ private:
   std::atomic<std::uint64_t> cancelled_{0};
   std::atomic<std::uint64_t> conc_full_{0};
   std::atomic<std::uint64_t> store_errors_{0};
+  std::atomic<std::uint64_t> circuit_rejections_{0};
   std::atomic<std::int64_t> last_at_ns_{0}; // steady_clock ns since its epoch; 0: never
 };
 

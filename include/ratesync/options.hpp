@@ -63,6 +63,10 @@ struct limiter_options {
 
   // At most this many permits held at once (with either algorithm, or alone).
   std::optional<std::int64_t> max_concurrent;
+  // Redis engine: a held slot is a lease that its holder renews every third
+  // of this; a crashed holder's slot returns after it. (The memory engine
+  // needs no lease: no other process can hold its slots.) Default 30 s.
+  std::optional<double> lease_seconds;
 
   // Default for acquire_options::timeout. Unset: wait as long as it takes.
   std::optional<seconds_d> timeout;

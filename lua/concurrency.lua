@@ -1,0 +1,23 @@
+-- A concurrency slot as a lease: a member of a zset scored by its expiry in
+-- Redis TIME microseconds. Expired leases (crashed holders) are reclaimed on
+-- every acquire; a live holder renews its lease (renew_lease.lua).
+--
+-- KEYS[1]  leases: zset lease id -> expiry us
+-- ARGV[1]  max_concurrent
+-- ARGV[2]  lease id
+-- ARGV[3]  lease time to live in us
+-- ARGV[4]  margin in us: only lengthens TTLs
+-- Returns {1, 0, 0} leased, {2, 0, 0} every slot is leased.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return {2, 0, 0}
+end
+local expiry = now + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], string.format('%.0f', expiry), ARGV[2])
+local ttl = math.ceil((expiry - now + tonumber(ARGV[4])) / 1000)
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return {1, 0, 0}

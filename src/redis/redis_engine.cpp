@@ -1,0 +1,522 @@
+// The redis engine: keys, the scripts' arguments and replies, waiting for a
+// reserved slot, polling for a concurrency slot, lease renewal, the circuit
+// breaker. The transport (connection, pool) knows nothing of limiters.
+#include "redis/redis_engine.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <atomic>
+#include <cmath>
+#include <fmt/format.h>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "redis/lua_scripts.hpp"
+#include "redis/pool.hpp"
+#include "redis/script.hpp"
+#include "redis/url.hpp"
+
+namespace ratesync::redis {
+
+using steady = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+namespace ex = asio::experimental;
+
+namespace {
+
+bool plain(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-' || c == '.';
+}
+
+std::string segment(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (plain(c))
+      out += static_cast<char>(c);
+    else
+      out += fmt::format("%{:02X}", c);
+  }
+  if (out.size() > 128)
+    return "#" + sha1_hex(s); // '#' is never produced by the encoding above
+  return out;
+}
+
+std::int64_t to_us(std::chrono::nanoseconds d) {
+  return (d.count() + 999) / 1000;
+}
+
+// After `threshold` failures in a row the breaker opens: callers get an
+// answer at once (store_error with circuit_open) instead of each waiting
+// socket_timeout. After a cool-down one probe goes through; success closes
+// it, failure reopens it with a longer cool-down.
+class circuit_breaker {
+public:
+  static constexpr int threshold = 3;
+
+  bool allow() {
+    std::lock_guard lk(mu_);
+    if (!open_)
+      return true;
+    const auto now = steady::now();
+    if (now < retry_at_ || probing_)
+      return false;
+    probing_ = true; // half-open: this caller is the probe
+    return true;
+  }
+  void success() {
+    std::lock_guard lk(mu_);
+    failures_ = 0;
+    open_ = false;
+    probing_ = false;
+    cooldown_ = initial;
+  }
+  void failure() {
+    std::lock_guard lk(mu_);
+    probing_ = false;
+    if (open_) {
+      cooldown_ = std::min<std::chrono::nanoseconds>(cooldown_ * 2, longest);
+      retry_at_ = steady::now() + cooldown_;
+    } else if (++failures_ >= threshold) {
+      open_ = true;
+      retry_at_ = steady::now() + cooldown_;
+    }
+  }
+  bool is_open() const {
+    std::lock_guard lk(mu_);
+    return open_;
+  }
+
+private:
+  static constexpr std::chrono::nanoseconds initial = 100ms;
+  static constexpr std::chrono::nanoseconds longest = 2s;
+  mutable std::mutex mu_;
+  int failures_ = 0;
+  bool open_ = false;
+  bool probing_ = false;
+  std::chrono::nanoseconds cooldown_ = initial;
+  steady::time_point retry_at_{};
+};
+
+struct lease_record {
+  std::string key; // the leases zset
+  std::string id;  // member
+  std::int64_t ttl_us;
+  steady::time_point next_renewal;
+};
+
+class redis_store final : public engine, public std::enable_shared_from_this<redis_store> {
+public:
+  redis_store(std::string name, const store_options& o);
+  ~redis_store() override;
+
+  std::unique_ptr<backend> make_backend(const limiter_spec& spec) override;
+
+  // One script call: through the breaker, on the least loaded connection.
+  // Returns the reply (which may be an error reply only for NOSCRIPT-free
+  // script errors); throws store_error on any failure.
+  asio::awaitable<reply_ptr> call(const script& s, std::span<const std::string_view> keys,
+                                  std::span<const std::string_view> args);
+  // Fire and forget (releases, undos): the caller does not wait.
+  void send(std::vector<std::string> argv);
+  void send_script(const script& s, std::vector<std::string> keys, std::vector<std::string> args);
+
+  std::string new_id() {
+    return fmt::format("{}-{:x}", nonce_, counter_.fetch_add(1, std::memory_order_relaxed));
+  }
+  void add_lease(std::uint64_t token, lease_record r);
+  void drop_lease(std::uint64_t token);
+  // Stops renewing the lease and removes it from Redis (fire and forget).
+  void release_lease(std::uint64_t token);
+  std::shared_ptr<connection> pick() { return pool_->pick(); }
+  std::uint64_t next_token() { return tokens_.fetch_add(1, std::memory_order_relaxed); }
+
+  const std::string& name() const { return name_; }
+  const std::string& prefix() const { return prefix_; }
+  std::int64_t margin_us() const { return margin_us_; }
+  bool degraded() const { return breaker_.is_open(); }
+
+  const script token_bucket{"token_bucket", std::string(lua::token_bucket)};
+  const script sliding_window{"sliding_window", std::string(lua::sliding_window)};
+  const script concurrency{"concurrency", std::string(lua::concurrency)};
+  const script renew_lease{"renew_lease", std::string(lua::renew_lease)};
+  const script undo{"undo", std::string(lua::undo)};
+  const script state{"state", std::string(lua::state)};
+
+private:
+  asio::awaitable<void> renew_loop();
+
+  std::string name_;
+  std::string prefix_;
+  std::int64_t margin_us_;
+  asio::io_context ctx_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::unique_ptr<pool> pool_;
+  std::thread thread_;
+  circuit_breaker breaker_;
+  std::string nonce_;
+  std::atomic<std::uint64_t> counter_{1};
+  std::atomic<std::uint64_t> tokens_{1};
+  std::mutex leases_mu_;
+  std::unordered_map<std::uint64_t, lease_record> leases_;
+};
+
+connection_options transport_options(const store_options& o) {
+  connection_options c;
+  c.where = parse_url(o.url);
+  if (o.db)
+    c.where.db = *o.db;
+  // An empty password (e.g. "${REDIS_PASSWORD:-}" unset) overrides nothing.
+  if (o.password && !o.password->empty())
+    c.where.password = *o.password;
+  c.connect_timeout =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(o.socket_connect_timeout);
+  c.request_timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(o.socket_timeout);
+  c.health_check_interval =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(o.health_check_interval);
+  c.tls.ca_file = o.tls_ca_file;
+  c.tls.cert_file = o.tls_cert_file;
+  c.tls.key_file = o.tls_key_file;
+  c.tls.server_name = o.tls_server_name;
+  c.tls.verify = !o.tls_insecure_skip_verify;
+  return c;
+}
+
+redis_store::redis_store(std::string name, const store_options& o)
+    : name_(std::move(name)), prefix_(o.key_prefix),
+      margin_us_(static_cast<std::int64_t>(std::ceil(o.timing_margin_ms * 1000.0))),
+      work_(ctx_.get_executor()) {
+  connection_options c = transport_options(o);
+  std::shared_ptr<asio::ssl::context> tls;
+  if (c.where.kind == transport_kind::tls)
+    tls = make_tls_context(c.tls);
+  pool_ = std::make_unique<pool>(ctx_, std::move(c), std::move(tls),
+                                 static_cast<std::size_t>(o.pool_min_size),
+                                 static_cast<std::size_t>(o.pool_max_size));
+  std::random_device rd;
+  nonce_ = fmt::format("{:08x}{:08x}", rd(), rd());
+  asio::co_spawn(ctx_, renew_loop(), asio::detached);
+  thread_ = std::thread([this] { ctx_.run(); });
+}
+
+redis_store::~redis_store() {
+  pool_->stop();
+  asio::post(ctx_, [this] { ctx_.stop(); }); // after the connections' stop()
+  work_.reset();
+  thread_.join();
+}
+
+asio::awaitable<reply_ptr> redis_store::call(const script& s,
+                                             std::span<const std::string_view> keys,
+                                             std::span<const std::string_view> args) {
+  if (!breaker_.allow())
+    throw store_error(
+        name_, "Redis is failing; the circuit breaker answers at once until a probe succeeds",
+        true);
+  auto conn = pool_->pick();
+  script_result r = co_await run_script(conn, s, keys, args);
+  if (r.error == asio::error::operation_aborted)
+    throw std::system_error(r.error); // the caller cancelled: not a store failure
+  if (r.error) {
+    breaker_.failure();
+    std::string why = conn->last_error();
+    throw store_error(name_, why.empty() ? r.error.message()
+                                         : fmt::format("{} ({})", r.error.message(), why));
+  }
+  if (r.reply->type == REDIS_REPLY_ERROR) {
+    breaker_.failure();
+    throw store_error(name_, fmt::format("Redis refused {}: {}", s.name(), reply_text(*r.reply)));
+  }
+  breaker_.success();
+  co_return std::move(r.reply);
+}
+
+void redis_store::send(std::vector<std::string> argv) {
+  std::vector<std::string_view> views(argv.begin(), argv.end());
+  pool_->pick()->async_execute(encode_command(views), [](std::error_code, reply_ptr) {});
+}
+
+void redis_store::send_script(const script& s, std::vector<std::string> keys,
+                              std::vector<std::string> args) {
+  asio::co_spawn(
+      ctx_,
+      [self = shared_from_this(), &s, keys = std::move(keys),
+       args = std::move(args)]() -> asio::awaitable<void> {
+        std::vector<std::string_view> k(keys.begin(), keys.end());
+        std::vector<std::string_view> a(args.begin(), args.end());
+        co_await run_script(self->pool_->pick(), s, k, a);
+      },
+      asio::detached);
+}
+
+void redis_store::add_lease(std::uint64_t token, lease_record r) {
+  std::lock_guard lk(leases_mu_);
+  leases_.emplace(token, std::move(r));
+}
+
+void redis_store::drop_lease(std::uint64_t token) {
+  std::lock_guard lk(leases_mu_);
+  leases_.erase(token);
+}
+
+void redis_store::release_lease(std::uint64_t token) {
+  lease_record r;
+  {
+    std::lock_guard lk(leases_mu_);
+    auto it = leases_.find(token);
+    if (it == leases_.end())
+      return;
+    r = std::move(it->second);
+    leases_.erase(it);
+  }
+  send({"ZREM", std::move(r.key), std::move(r.id)});
+}
+
+// Every live lease is renewed once a third of its time to live has passed,
+// so a slot never expires while its holder lives.
+asio::awaitable<void> redis_store::renew_loop() {
+  asio::steady_timer tick(ctx_);
+  const std::string ttl_margin = std::to_string(margin_us_);
+  for (;;) {
+    tick.expires_after(50ms);
+    auto [ec] = co_await tick.async_wait(ex::as_tuple(asio::use_awaitable));
+    if (ec)
+      co_return;
+    std::vector<lease_record> due;
+    {
+      std::lock_guard lk(leases_mu_);
+      const auto now = steady::now();
+      for (auto& [token, r] : leases_) {
+        if (r.next_renewal <= now) {
+          due.push_back(r);
+          r.next_renewal = now + std::chrono::microseconds(r.ttl_us / 3);
+        }
+      }
+    }
+    for (auto& r : due)
+      send_script(renew_lease, {r.key}, {r.id, std::to_string(r.ttl_us), ttl_margin});
+  }
+}
+
+class redis_backend final : public backend {
+public:
+  redis_backend(std::shared_ptr<redis_store> store, const limiter_spec& spec)
+      : store_(std::move(store)), spec_(spec) {}
+
+  asio::awaitable<acquire_outcome> acquire(acquire_request req) override;
+  void release(lease_token lease) noexcept override;
+  asio::awaitable<limiter_state> get_state(std::string key) override;
+  asio::awaitable<void> reset(std::string key) override;
+  bool degraded() const noexcept override { return store_->degraded(); }
+
+private:
+  std::string base(std::string_view key) const {
+    return key_base(store_->prefix(), spec_.name, key);
+  }
+  const char* rate_suffix() const { return spec_.emission_interval ? ":tb" : ":sw"; }
+
+  std::shared_ptr<redis_store> store_;
+  limiter_spec spec_;
+};
+
+std::int64_t element(const redisReply& r, std::size_t i) {
+  return r.element[i]->integer;
+}
+
+void check_shape(const redis_store& store, const script& s, const redisReply& r, std::size_t n) {
+  if (r.type != REDIS_REPLY_ARRAY || r.elements != n)
+    throw store_error(store.name(), fmt::format("unexpected reply to {}", s.name()));
+  for (std::size_t i = 0; i < n; ++i)
+    if (r.element[i]->type != REDIS_REPLY_INTEGER)
+      throw store_error(store.name(), fmt::format("unexpected reply to {}", s.name()));
+}
+
+asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
+  acquire_outcome out;
+  const std::string b = base(req.key);
+  const bool rate = spec_.has_rate();
+  const bool slots = spec_.max_concurrent > 0;
+  const std::string rate_key = b + rate_suffix();
+  const std::string lease_key = b + ":cc";
+  const std::string id = store_->new_id();
+  const std::string margin = std::to_string(store_->margin_us());
+  const std::string lease_ttl = std::to_string(to_us(spec_.lease));
+  const std::string maxc = std::to_string(spec_.max_concurrent);
+  const std::string cost = std::to_string(req.cost);
+  const script& s = !rate
+                        ? store_->concurrency
+                        : (spec_.emission_interval ? store_->token_bucket : store_->sliding_window);
+  std::string p1, p2;
+  if (spec_.emission_interval) {
+    p1 = std::to_string(to_us(*spec_.emission_interval));
+    p2 = std::to_string(spec_.burst);
+  } else if (rate) {
+    p1 = std::to_string(to_us(spec_.window));
+    p2 = std::to_string(spec_.limit);
+  }
+  std::chrono::nanoseconds poll = 2ms;
+  bool polled = false;
+  for (;;) {
+    const auto now = steady::now();
+    std::int64_t max_wait = -1;
+    if (req.deadline)
+      max_wait = std::max<std::int64_t>(
+          0, std::chrono::duration_cast<std::chrono::microseconds>(*req.deadline - now).count());
+    const std::string wait_arg = std::to_string(max_wait);
+    std::vector<std::string_view> keys;
+    std::vector<std::string_view> args;
+    if (rate) {
+      keys = {rate_key, lease_key};
+      args = {p1, p2, cost, wait_arg, margin, slots ? std::string_view(maxc) : "0", id, lease_ttl};
+    } else {
+      keys = {lease_key};
+      args = {maxc, id, lease_ttl, margin};
+    }
+    reply_ptr r = co_await store_->call(s, keys, args);
+    check_shape(*store_, s, *r, 3);
+    const std::int64_t status = element(*r, 0);
+    const std::int64_t micros = element(*r, 1);
+    if (status == 0) {
+      out.retry_after = std::chrono::microseconds(micros);
+      co_return out;
+    }
+    if (status == 2) {
+      // Every slot leased: poll until one returns or the time is up.
+      out.hit_concurrency_limit = true;
+      if (max_wait == 0) {
+        out.reason = polled ? denial_reason::timed_out : denial_reason::concurrency_limited;
+        co_return out;
+      }
+      polled = true;
+      std::chrono::nanoseconds pause = poll;
+      if (req.deadline) {
+        const auto left = *req.deadline - steady::now();
+        if (left <= 0ns) {
+          out.reason = denial_reason::timed_out;
+          co_return out;
+        }
+        pause = std::min<std::chrono::nanoseconds>(pause, left);
+      }
+      asio::steady_timer t(co_await asio::this_coro::executor, pause);
+      co_await t.async_wait(asio::use_awaitable);
+      poll = std::min<std::chrono::nanoseconds>(poll * 2, 50ms);
+      continue;
+    }
+    // Admitted (status 1), possibly at a reserved time in the future.
+    std::uint64_t token = 0;
+    if (slots) {
+      token = store_->next_token();
+      store_->add_lease(
+          token, lease_record{lease_key, id, to_us(spec_.lease), steady::now() + spec_.lease / 3});
+    }
+    if (micros > 0) {
+      const std::int64_t reserved = element(*r, 2);
+      asio::steady_timer t(co_await asio::this_coro::executor,
+                           std::chrono::microseconds(micros + store_->margin_us()));
+      auto [ec] = co_await t.async_wait(ex::as_tuple(asio::use_awaitable));
+      if (ec) {
+        // Cancelled while waiting for its slot: give back what can be, and
+        // wait for that (one round trip) so that the caller's next decision
+        // cannot overtake the undo on another connection. The cancellation
+        // that brought us here must not abort the undo itself.
+        if (token)
+          store_->drop_lease(token);
+        const std::string kind = spec_.emission_interval ? "tb" : "sw";
+        const std::string what = spec_.emission_interval ? std::to_string(reserved) : id;
+        const std::string amount = spec_.emission_interval
+                                       ? std::to_string(req.cost * to_us(*spec_.emission_interval))
+                                       : cost;
+        const std::string lease_id = slots ? id : std::string();
+        std::vector<std::string_view> undo_keys{rate_key, lease_key};
+        std::vector<std::string_view> undo_args{kind, what, amount, lease_id};
+        const bool throwing = co_await asio::this_coro::throw_if_cancelled();
+        co_await asio::this_coro::throw_if_cancelled(false);
+        co_await asio::this_coro::reset_cancellation_state();
+        try {
+          co_await store_->call(store_->undo, undo_keys, undo_args);
+        } catch (const std::exception&) {
+          // Not undone: the slot stays spent, the lease expires. Safe.
+        }
+        co_await asio::this_coro::throw_if_cancelled(throwing);
+        throw std::system_error(ec);
+      }
+    }
+    out.admitted = true;
+    if (token)
+      out.lease = lease_token{this, token};
+    co_return out;
+  }
+}
+
+void redis_backend::release(lease_token lease) noexcept {
+  if (lease.id == 0)
+    return;
+  try {
+    store_->release_lease(lease.id);
+  } catch (...) {
+    // Best effort: an unreleased lease expires after lease_seconds.
+  }
+}
+
+asio::awaitable<limiter_state> redis_backend::get_state(std::string key) {
+  const std::string b = base(key);
+  const std::string rate_key = b + (spec_.has_rate() ? rate_suffix() : ":tb");
+  const std::string lease_key = b + ":cc";
+  std::string kind = spec_.emission_interval ? "tb" : (spec_.has_rate() ? "sw" : "cc");
+  std::string p1 = spec_.emission_interval ? std::to_string(to_us(*spec_.emission_interval))
+                                           : std::to_string(to_us(spec_.window));
+  std::string p2 =
+      spec_.emission_interval ? std::to_string(spec_.burst) : std::to_string(spec_.limit);
+  std::vector<std::string_view> keys{rate_key, lease_key};
+  std::vector<std::string_view> args{kind, p1, p2};
+  reply_ptr r = co_await store_->call(store_->state, keys, args);
+  check_shape(*store_, store_->state, *r, 4);
+  limiter_state st;
+  st.remaining = kind == "cc" ? spec_.max_concurrent - element(*r, 3) : element(*r, 0);
+  st.retry_after = std::chrono::microseconds(element(*r, 1));
+  st.reset_after = std::chrono::microseconds(element(*r, 2));
+  st.current_concurrent = element(*r, 3);
+  co_return st;
+}
+
+asio::awaitable<void> redis_backend::reset(std::string key) {
+  const std::string rate_key = base(key) + rate_suffix();
+  std::vector<std::string_view> argv{"DEL", rate_key};
+  auto [ec, r] = co_await store_->pick()->async_execute(encode_command(argv),
+                                                        ex::as_tuple(asio::use_awaitable));
+  if (ec)
+    throw store_error(store_->name(), ec.message());
+}
+
+std::unique_ptr<backend> redis_store::make_backend(const limiter_spec& spec) {
+  return std::make_unique<redis_backend>(shared_from_this(), spec);
+}
+
+} // namespace
+
+std::string key_base(std::string_view prefix, std::string_view limiter, std::string_view key) {
+  std::string out(prefix);
+  out += ":{";
+  out += segment(limiter);
+  if (!key.empty()) {
+    out += '|';
+    out += segment(key);
+  }
+  out += '}';
+  return out;
+}
+
+std::shared_ptr<engine> make_engine(const std::string& store_name, const store_options& options) {
+  return std::make_shared<redis_store>(store_name, options);
+}
+
+} // namespace ratesync::redis
