@@ -247,13 +247,15 @@ void redis_store::send(std::vector<std::string> argv) {
 
 void redis_store::send_script(const script& s, std::vector<std::string> keys,
                               std::vector<std::string> args) {
+  // `this`, not shared_from_this(): the coroutine lives on ctx_, which dies
+  // with the store, and a last reference dropped on ctx_'s own thread would
+  // make the destructor join that thread from itself.
   asio::co_spawn(
       ctx_,
-      [self = shared_from_this(), &s, keys = std::move(keys),
-       args = std::move(args)]() -> asio::awaitable<void> {
+      [this, &s, keys = std::move(keys), args = std::move(args)]() -> asio::awaitable<void> {
         std::vector<std::string_view> k(keys.begin(), keys.end());
         std::vector<std::string_view> a(args.begin(), args.end());
-        co_await run_script(self->pool_->pick(), s, k, a);
+        co_await run_script(pool_->pick(), s, k, a);
       },
       asio::detached);
 }
