@@ -74,7 +74,7 @@ std::shared_ptr<asio::ssl::context> make_tls_context(const tls_options& tls) {
 struct connection::impl {
   explicit impl(connection& c, connection_options o, std::shared_ptr<asio::ssl::context> t)
       : conn(c), opts(std::move(o)), tls(std::move(t)), wake(c.ctx_), deadline(c.ctx_),
-        rng(std::random_device{}()) {
+        backoff_timer(c.ctx_), rng(std::random_device{}()) {
     wake.expires_at(steady::time_point::max());
     deadline.expires_at(steady::time_point::max());
   }
@@ -86,6 +86,9 @@ struct connection::impl {
   std::optional<reply_reader> reader{std::in_place};
   asio::steady_timer wake;     // the writer sleeps on it; cancelled when work arrives
   asio::steady_timer deadline; // fires at the pipeline's earliest deadline
+  // The pause between connect attempts; a member so that stop() can cut it
+  // short (it used to be a local of run(), and stop() waited it out).
+  asio::steady_timer backoff_timer;
   steady::time_point last_reply = steady::now();
   std::error_code drop_reason;
   std::mt19937_64 rng;
@@ -139,7 +142,7 @@ struct connection::impl {
   asio::awaitable<void> writer();
   asio::awaitable<void> reader_loop();
   asio::awaitable<void> health();
-  asio::awaitable<void> sweep_deadlines();
+  asio::awaitable<void> sweep_deadlines(std::shared_ptr<connection> self);
   void arm_deadline() {
     if (deadline.expiry() == steady::time_point::max() && conn.pipeline_.size() > 0)
       deadline.expires_at(steady::now() + conn.request_timeout_);
@@ -356,10 +359,15 @@ asio::awaitable<void> connection::impl::health() {
   }
 }
 
-asio::awaitable<void> connection::impl::sweep_deadlines() {
+asio::awaitable<void> connection::impl::sweep_deadlines(std::shared_ptr<connection> self) {
+  // Detached: it may start or resume after run() has returned, and by then
+  // this impl is destroyed (see run()). It holds the connection and looks at
+  // stopping_ through it before touching anything of the impl.
   for (;;) {
+    if (self->stopping_)
+      co_return;
     auto [ec] = co_await deadline.async_wait(ex::as_tuple(asio::use_awaitable));
-    if (conn.stopping_)
+    if (self->stopping_)
       co_return;
     const auto next = conn.pipeline_.expire(steady::now());
     conn.refresh_load();
@@ -370,9 +378,41 @@ asio::awaitable<void> connection::impl::sweep_deadlines() {
 
 asio::awaitable<void> connection::impl::run() {
   auto self = conn.shared_from_this(); // alive as long as this loop runs
+  // Runs when this frame goes: after stop(), or when the io_context is
+  // destroyed while the loop is suspended (the frame is destroyed without
+  // being resumed), or if an exception escapes.
+  // - Every request still queued or in flight is completed (shutting_down).
+  //   When the io_context was destroyed they used to be leaked with their
+  //   handlers, and the work those count kept the callers' io_context::run()
+  //   from returning. After stop() nothing is left by now.
+  // - The socket and timers (impl) are destroyed now, while their io_context
+  //   still exists: callers that hold the connection (run_script takes it by
+  //   value) may drop the last reference after the io_context is gone, and
+  //   ~connection must not touch it then. Nothing uses impl once stopping_ is
+  //   set: submit() and stop() test it first, sweep_deadlines() stops.
+  struct on_exit_t {
+    connection& c;
+    ~on_exit_t() {
+      c.stopping_ = true;
+      c.connected_.store(false, std::memory_order_relaxed);
+      try {
+        c.pipeline_.on_disconnect(errc::shutting_down, true);
+      } catch (...) { // a handler could not be posted (bad_alloc)
+      }
+      c.refresh_load();
+      c.impl_.reset(); // this frame does not touch *this any more
+    }
+  } on_exit{conn};
   auto executor = co_await asio::this_coro::executor;
-  asio::co_spawn(executor, sweep_deadlines(), asio::detached);
+  asio::co_spawn(executor, sweep_deadlines(self), asio::detached);
   std::chrono::nanoseconds backoff = opts.reconnect_min;
+  // The next pause (backoff plus up to 50 % jitter); doubles the backoff.
+  auto next_pause = [&] {
+    std::uniform_int_distribution<std::int64_t> jitter(0, backoff.count() / 2);
+    const auto d = backoff + std::chrono::nanoseconds(jitter(rng));
+    backoff = std::min(backoff * 2, opts.reconnect_max);
+    return d;
+  };
   while (!conn.stopping_) {
     const std::error_code ec = co_await connect_once();
     if (conn.stopping_)
@@ -381,15 +421,13 @@ asio::awaitable<void> connection::impl::run() {
       // Whoever waits for this connection learns now, not at its deadline.
       conn.pipeline_.on_disconnect(ec, true);
       conn.refresh_load();
-      std::uniform_int_distribution<std::int64_t> jitter(0, backoff.count() / 2);
-      asio::steady_timer pause(conn.ctx_, backoff + std::chrono::nanoseconds(jitter(rng)));
-      co_await pause.async_wait(ex::as_tuple(asio::use_awaitable));
-      backoff = std::min(backoff * 2, opts.reconnect_max);
+      backoff_timer.expires_after(next_pause());
+      co_await backoff_timer.async_wait(ex::as_tuple(asio::use_awaitable)); // stop() cancels it
       continue;
     }
-    backoff = opts.reconnect_min;
     drop_reason = {};
-    last_reply = steady::now();
+    const auto connected_at = steady::now();
+    last_reply = connected_at;
     conn.connects_.fetch_add(1, std::memory_order_relaxed);
     conn.connected_.store(true, std::memory_order_relaxed);
     auto [order, e1, e2, e3] =
@@ -408,6 +446,20 @@ asio::awaitable<void> connection::impl::run() {
                        : (drop_reason ? drop_reason : std::error_code(errc::connection_lost)),
         conn.stopping_);
     conn.refresh_load();
+    if (conn.stopping_)
+      break;
+    // A connection that served for a while is re-established at once, with
+    // the backoff reset. One that dropped right after connecting (a server or
+    // proxy that accepts and closes, a protocol error on the first reply) is
+    // retried with the growing backoff, as if the connect had failed: the
+    // backoff used to be reset by every successful connect and the reconnect
+    // immediate, a tight loop against such a server.
+    if (steady::now() - connected_at >= opts.reconnect_max)
+      backoff = opts.reconnect_min;
+    else {
+      backoff_timer.expires_after(next_pause());
+      co_await backoff_timer.async_wait(ex::as_tuple(asio::use_awaitable));
+    }
   }
   conn.pipeline_.on_disconnect(errc::shutting_down, true);
   conn.refresh_load();
@@ -439,6 +491,7 @@ void connection::stop() {
     self->impl_->close_stream();
     self->impl_->wake.cancel();
     self->impl_->deadline.cancel();
+    self->impl_->backoff_timer.cancel();
     self->pipeline_.on_disconnect(errc::shutting_down, true);
     self->refresh_load();
   });

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "redis/errors.hpp"
 #include "redis/pipeline.hpp"
@@ -96,7 +97,9 @@ public:
 private:
   // A request with its completion handler. Completion posts the handler to
   // its own executor (keeping that executor's io_context alive meanwhile).
+  class queued_request;
   template <class Handler> class handler_request;
+  class unsubmitted;
 
   connection(asio::io_context& ctx, connection_options options,
              std::shared_ptr<asio::ssl::context> tls);
@@ -128,11 +131,43 @@ private:
   friend struct impl;
 };
 
-template <class Handler> class connection::handler_request final : public request {
+// What initiate() creates: a request that can also be completed before it
+// reaches the pipeline (complete() is protected in request).
+class connection::queued_request : public request {
+public:
+  using request::request;
+  void fail_unsubmitted(std::error_code ec) { complete(ec, nullptr); }
+};
+
+// Owns a request on its way from initiate() to submit(). If the posted
+// submit never runs (the io_context is stopped and destroyed first), the
+// request is completed with errc::shutting_down when the posted function is
+// destroyed; before, it was leaked with its handler, and the work it counts
+// kept the caller's io_context::run() from ever returning.
+class connection::unsubmitted {
+public:
+  explicit unsubmitted(queued_request* r) noexcept : r_(r) {}
+  unsubmitted(unsubmitted&& o) noexcept : r_(std::exchange(o.r_, nullptr)) {}
+  unsubmitted& operator=(unsubmitted&&) = delete;
+  ~unsubmitted() {
+    if (r_ != nullptr) {
+      try {
+        r_->fail_unsubmitted(errc::shutting_down);
+      } catch (...) { // posting the handler failed (bad_alloc): nothing left to do
+      }
+    }
+  }
+  queued_request* release() noexcept { return std::exchange(r_, nullptr); }
+
+private:
+  queued_request* r_;
+};
+
+template <class Handler> class connection::handler_request final : public queued_request {
 public:
   handler_request(std::string payload, std::chrono::steady_clock::time_point deadline,
                   Handler handler, std::shared_ptr<connection> owner, std::uint64_t id)
-      : request(std::move(payload), deadline), handler_(std::move(handler)),
+      : queued_request(std::move(payload), deadline), handler_(std::move(handler)),
         work_(asio::prefer(asio::get_associated_executor(handler_, owner->ctx_.get_executor()),
                            asio::execution::outstanding_work.tracked)),
         owner_(std::move(owner)), id_(id) {}
@@ -143,14 +178,19 @@ private:
     auto ex = asio::get_associated_executor(handler_, owner_->ctx_.get_executor());
     // The cancellation slot is cleared on the handler's own executor, where
     // the caller would emit cancellation from, before the handler runs.
-    asio::post(ex,
-               [h = std::move(handler_), w = std::move(work_), ec, r = std::move(reply)]() mutable {
-                 auto slot = asio::get_associated_cancellation_slot(h);
-                 if (slot.is_connected())
-                   slot.clear();
-                 std::move(h)(ec, std::move(r));
-                 (void)w;
-               });
+    asio::post(ex, [h = std::move(handler_), ec, r = std::move(reply)]() mutable {
+      auto slot = asio::get_associated_cancellation_slot(h);
+      if (slot.is_connected())
+        slot.clear();
+      std::move(h)(ec, std::move(r));
+    });
+    // work_ is released by this delete, on this thread, after post() has
+    // returned; it used to travel with the posted function and be released
+    // on the caller's thread. The caller's io_context may be destroyed as
+    // soon as its run() returns, and asio's post() signals that context's
+    // condition variable after unlocking its mutex: TSan caught this thread
+    // still inside pthread_cond_signal while the caller destroyed it. Now
+    // run() cannot return before this thread is done with the context.
     delete this;
   }
 
@@ -176,7 +216,9 @@ template <class Handler> void connection::initiate(Handler handler, std::string 
   auto* r = new handler_request<Handler>(std::move(payload), deadline, std::move(handler),
                                          shared_from_this(), id);
   requests_.fetch_add(1, std::memory_order_relaxed);
-  asio::post(ctx_, [self = shared_from_this(), r, id] { self->submit(r, id); });
+  asio::post(ctx_, [self = shared_from_this(), owned = unsubmitted(r), id]() mutable {
+    self->submit(owned.release(), id);
+  });
 }
 
 } // namespace ratesync::redis

@@ -28,16 +28,21 @@ std::shared_ptr<connection> pool::open() {
 std::shared_ptr<connection> pool::pick() {
   std::lock_guard lk(mutex_);
   const std::size_t n = conns_.size();
+  // Connected ones first, then the least loaded. A connection that is
+  // (re)connecting usually has no load (its requests failed), so "least
+  // loaded" alone sent requests to it, to wait for or fail with its next
+  // connect attempt, while a connected one could serve them.
   std::size_t best = next_ % n;
   std::size_t best_load = conns_[best]->load();
-  for (std::size_t k = 1; k < n && best_load > 0; ++k) {
+  bool best_connected = conns_[best]->is_connected();
+  for (std::size_t k = 1; k < n && !(best_connected && best_load == 0); ++k) {
     const std::size_t i = (next_ + k) % n;
-    // A connected one beats one that is (re)connecting at equal load.
     const std::size_t load = conns_[i]->load();
-    if (load < best_load ||
-        (load == best_load && conns_[i]->is_connected() && !conns_[best]->is_connected())) {
+    const bool connected = conns_[i]->is_connected();
+    if ((connected && !best_connected) || (connected == best_connected && load < best_load)) {
       best = i;
       best_load = load;
+      best_connected = connected;
     }
   }
   if (best_load >= busy_load && n < max_size_) {

@@ -1,9 +1,7 @@
-// EVALSHA with one NOSCRIPT retry on the same connection.
+// EVALSHA with one NOSCRIPT retry, as EVAL, on the same connection.
 #include "redis/script.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/deferred.hpp>
-#include <asio/experimental/parallel_group.hpp>
 #include <asio/use_awaitable.hpp>
 #include <openssl/sha.h>
 #include <vector>
@@ -27,13 +25,15 @@ script::script(std::string name, std::string source)
 
 namespace {
 
-std::string encode_evalsha(const script& s, std::span<const std::string_view> keys,
-                           std::span<const std::string_view> args) {
+// EVALSHA sha or EVAL source, then numkeys, keys, args.
+std::string encode_script_call(std::string_view command, std::string_view script_arg,
+                               std::span<const std::string_view> keys,
+                               std::span<const std::string_view> args) {
   const std::string numkeys = std::to_string(keys.size());
   std::vector<std::string_view> argv;
   argv.reserve(3 + keys.size() + args.size());
-  argv.push_back("EVALSHA");
-  argv.push_back(s.sha1());
+  argv.push_back(command);
+  argv.push_back(script_arg);
   argv.push_back(numkeys);
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.insert(argv.end(), args.begin(), args.end());
@@ -50,26 +50,22 @@ asio::awaitable<script_result> run_script(std::shared_ptr<connection> conn, cons
                                           std::span<const std::string_view> keys,
                                           std::span<const std::string_view> args) {
   namespace ex = asio::experimental;
-  std::string call = encode_evalsha(s, keys, args);
-  auto [ec, reply] = co_await conn->async_execute(call, ex::as_tuple(asio::use_awaitable));
+  std::string call = encode_script_call("EVALSHA", s.sha1(), keys, args);
+  auto [ec, reply] =
+      co_await conn->async_execute(std::move(call), ex::as_tuple(asio::use_awaitable));
   if (ec || !is_noscript(reply))
     co_return script_result{ec, std::move(reply)};
 
-  // SCRIPT LOAD and the retry go out back to back on this connection, in
-  // that order, so the retry finds the script.
-  std::vector<std::string_view> load_argv{"SCRIPT", "LOAD", s.source()};
-  std::string load = encode_command(load_argv);
-  auto [order, load_ec, load_reply, retry_ec, retry_reply] =
-      co_await ex::make_parallel_group(conn->async_execute(std::move(load), ex::deferred),
-                                       conn->async_execute(std::move(call), ex::deferred))
-          .async_wait(ex::wait_for_all(), asio::use_awaitable);
-  (void)order;
-  (void)load_reply;
-  if (retry_ec)
-    co_return script_result{retry_ec, nullptr};
-  if (load_ec)
-    co_return script_result{load_ec, nullptr};
-  co_return script_result{{}, std::move(retry_reply)};
+  // The retry is one EVAL: it runs the script and caches it again (the next
+  // EVALSHA finds it) in one atomic step. It used to be SCRIPT LOAD followed
+  // by EVALSHA, and a SCRIPT FLUSH from another client could come between
+  // the two, failing the retry with NOSCRIPT.
+  // (keys and args are read again here: like every reference parameter of
+  // this lazily started coroutine, they must outlive the co_await on it.)
+  std::string eval = encode_script_call("EVAL", s.source(), keys, args);
+  auto [retry_ec, retry_reply] =
+      co_await conn->async_execute(std::move(eval), ex::as_tuple(asio::use_awaitable));
+  co_return script_result{retry_ec, std::move(retry_reply)};
 }
 
 } // namespace ratesync::redis
