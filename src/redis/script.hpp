@@ -1,6 +1,7 @@
 // Private: Lua scripts run with EVALSHA. The SHA1 is computed once; on
-// NOSCRIPT (after a restart, failover or SCRIPT FLUSH) the script is loaded on
-// that connection and the call retried once: safe, since it did not run.
+// NOSCRIPT (after a restart, failover or SCRIPT FLUSH) the call is retried
+// once as EVAL on that connection, which runs the script and caches it again
+// in one step: safe, since the EVALSHA did not run.
 #pragma once
 
 #include <asio/awaitable.hpp>
