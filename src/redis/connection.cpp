@@ -89,6 +89,17 @@ struct connection::impl {
   // The pause between connect attempts; a member so that stop() can cut it
   // short (it used to be a local of run(), and stop() waited it out).
   asio::steady_timer backoff_timer;
+  // When the current backoff pause began (max(): not pausing). A request
+  // arriving during a pause cuts it short once reconnect_min has passed: a
+  // server that came back is found at once rather than after up to
+  // reconnect_max, and no faster than every reconnect_min if it has not.
+  steady::time_point backoff_since = steady::time_point::max();
+  asio::awaitable<void> pause_before_reconnect(std::chrono::nanoseconds d) {
+    backoff_since = steady::now();
+    backoff_timer.expires_after(d);
+    co_await backoff_timer.async_wait(ex::as_tuple(asio::use_awaitable)); // stop() cancels it
+    backoff_since = steady::time_point::max();
+  }
   steady::time_point last_reply = steady::now();
   std::error_code drop_reason;
   std::mt19937_64 rng;
@@ -421,8 +432,7 @@ asio::awaitable<void> connection::impl::run() {
       // Whoever waits for this connection learns now, not at its deadline.
       conn.pipeline_.on_disconnect(ec, true);
       conn.refresh_load();
-      backoff_timer.expires_after(next_pause());
-      co_await backoff_timer.async_wait(ex::as_tuple(asio::use_awaitable)); // stop() cancels it
+      co_await pause_before_reconnect(next_pause());
       continue;
     }
     drop_reason = {};
@@ -457,8 +467,7 @@ asio::awaitable<void> connection::impl::run() {
     if (steady::now() - connected_at >= opts.reconnect_max)
       backoff = opts.reconnect_min;
     else {
-      backoff_timer.expires_after(next_pause());
-      co_await backoff_timer.async_wait(ex::as_tuple(asio::use_awaitable));
+      co_await pause_before_reconnect(next_pause());
     }
   }
   conn.pipeline_.on_disconnect(errc::shutting_down, true);
@@ -508,6 +517,9 @@ void connection::submit(request* r, std::uint64_t id) {
   refresh_load();
   impl_->wake.cancel();
   impl_->arm_deadline();
+  if (impl_->backoff_since != steady::time_point::max() &&
+      steady::now() - impl_->backoff_since >= impl_->opts.reconnect_min)
+    impl_->backoff_timer.cancel();
 }
 
 void connection::cancel(std::uint64_t id) {

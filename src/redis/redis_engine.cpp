@@ -166,6 +166,8 @@ private:
   std::string nonce_;
   std::atomic<std::uint64_t> counter_{1};
   std::atomic<std::uint64_t> tokens_{1};
+  std::atomic<std::int64_t> unsent_{0}; // fire-and-forget commands not yet answered
+  std::chrono::nanoseconds drain_limit_;
   std::mutex leases_mu_;
   std::unordered_map<std::uint64_t, lease_record> leases_;
 };
@@ -194,7 +196,8 @@ connection_options transport_options(const store_options& o) {
 redis_store::redis_store(std::string name, const store_options& o)
     : name_(std::move(name)), prefix_(o.key_prefix),
       margin_us_(static_cast<std::int64_t>(std::ceil(o.timing_margin_ms * 1000.0))),
-      work_(ctx_.get_executor()) {
+      work_(ctx_.get_executor()),
+      drain_limit_(std::chrono::duration_cast<std::chrono::nanoseconds>(o.socket_timeout)) {
   connection_options c = transport_options(o);
   std::shared_ptr<asio::ssl::context> tls;
   if (c.where.kind == transport_kind::tls)
@@ -209,6 +212,12 @@ redis_store::redis_store(std::string name, const store_options& o)
 }
 
 redis_store::~redis_store() {
+  // Releases and undos sent just before shutdown still reach Redis (else a
+  // released slot would stay leased for lease_seconds): wait for them, within
+  // a socket timeout.
+  const auto give_up = steady::now() + drain_limit_;
+  while (unsent_.load(std::memory_order_acquire) > 0 && steady::now() < give_up)
+    std::this_thread::sleep_for(1ms);
   pool_->stop();
   asio::post(ctx_, [this] { ctx_.stop(); }); // after the connections' stop()
   work_.reset();
@@ -242,11 +251,15 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
 
 void redis_store::send(std::vector<std::string> argv) {
   std::vector<std::string_view> views(argv.begin(), argv.end());
-  pool_->pick()->async_execute(encode_command(views), [](std::error_code, reply_ptr) {});
+  unsent_.fetch_add(1, std::memory_order_relaxed);
+  pool_->pick()->async_execute(encode_command(views), [this](std::error_code, reply_ptr) {
+    unsent_.fetch_sub(1, std::memory_order_release);
+  });
 }
 
 void redis_store::send_script(const script& s, std::vector<std::string> keys,
                               std::vector<std::string> args) {
+  unsent_.fetch_add(1, std::memory_order_relaxed);
   // `this`, not shared_from_this(): the coroutine lives on ctx_, which dies
   // with the store, and a last reference dropped on ctx_'s own thread would
   // make the destructor join that thread from itself.
@@ -256,6 +269,7 @@ void redis_store::send_script(const script& s, std::vector<std::string> keys,
         std::vector<std::string_view> k(keys.begin(), keys.end());
         std::vector<std::string_view> a(args.begin(), args.end());
         co_await run_script(pool_->pick(), s, k, a);
+        unsent_.fetch_sub(1, std::memory_order_release);
       },
       asio::detached);
 }
