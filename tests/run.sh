@@ -14,7 +14,7 @@ jobs="${RATESYNC_JOBS:-$(nproc)}"
 
 packages=(build-essential cmake pkg-config libasio-dev libtomlplusplus-dev libfmt-dev
           libhiredis-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
-          redis-server redis-tools openssl ca-certificates)
+          redis-server redis-tools openssl ca-certificates faketime)
 
 echo "==> [1/4] Checking Debian packages"
 missing=()
