@@ -66,8 +66,10 @@ limiter_core::limiter_core(limiter_spec spec, std::string store_name, std::share
       backend_(store_->make_backend(spec_)) {}
 
 void limiter_core::release(lease_token lease) noexcept {
-  backend_->release(lease);
+  // Counted first: once the backend has the slot back, another caller may
+  // take it and be counted held before this release would be.
   metrics_.released();
+  backend_->release(lease);
 }
 
 namespace {

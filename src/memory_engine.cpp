@@ -56,9 +56,15 @@ struct key_state {
   std::int64_t held = 0;
   std::list<std::shared_ptr<waiter>> waiters; // FIFO
   shard* home = nullptr;
+  // acquire() coroutines that hold a pointer to this state. acquire() drops
+  // the shard's lock between its steps; without the pin, another thread's
+  // find_or_create could sweep the state (idle: nothing held, nothing
+  // reserved yet, or just reset) in between, and the coroutine would then
+  // read freed memory (ASan: heap-use-after-free in acquire()).
+  std::int64_t pins = 0;
 
   bool idle(ns now) const noexcept {
-    return held == 0 && waiters.empty() && (!bucket || bucket->idle(now)) &&
+    return pins == 0 && held == 0 && waiters.empty() && (!bucket || bucket->idle(now)) &&
            (!window || window->idle(now));
   }
 };
@@ -188,7 +194,8 @@ asio::awaitable<acquire_outcome> memory_backend::acquire(acquire_request req) {
   key_state* st = nullptr;
 
   // Undoes on any exit (return, exception, frame destroyed) what was not
-  // committed: a held slot, a queued waiter, a reservation.
+  // committed: a held slot, a queued waiter, a reservation. Always unpins
+  // the key's state.
   struct guard {
     guard(memory_backend* b, shard* s) : self(b), sh(s) {}
     guard(const guard&) = delete;
@@ -218,6 +225,7 @@ asio::awaitable<acquire_outcome> memory_backend::acquire(acquire_request req) {
           st->window->cancel(window_slot->first, window_slot->second);
         if (slot)
           to_wake = self->free_slot(*st);
+        --st->pins;
       }
       wake(to_wake);
     }
@@ -229,6 +237,7 @@ asio::awaitable<acquire_outcome> memory_backend::acquire(acquire_request req) {
     std::lock_guard lk(sh.mu);
     const ns now = now_ns();
     st = &find_or_create(sh, req.key, now);
+    ++st->pins; // until the guard goes
     g.st = st;
     if (limits_concurrency) {
       if (st->held < spec_.max_concurrent && st->waiters.empty()) {
@@ -328,8 +337,7 @@ asio::awaitable<acquire_outcome> memory_backend::acquire(acquire_request req) {
   out.admitted = true;
   if (g.slot)
     out.lease = lease_token{st, 1};
-  g.slot = false;
-  g.st = nullptr; // committed
+  g.slot = false; // committed; the guard only unpins
   co_return out;
 }
 

@@ -18,6 +18,7 @@ void metrics_recorder::acquired(std::chrono::nanoseconds waited,
       std::max<std::int64_t>(
           1, std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count()),
       std::memory_order_relaxed);
+  held_.fetch_add(1, std::memory_order_relaxed);
   // Last, with release: a reader that sees this acquisition sees its wait.
   acquisitions_.fetch_add(1, std::memory_order_release);
 }
@@ -25,11 +26,14 @@ void metrics_recorder::acquired(std::chrono::nanoseconds waited,
 limiter_metrics metrics_recorder::snapshot() const noexcept {
   limiter_metrics m;
   // Releases before acquisitions: a release is always counted after its
-  // acquisition, so current_concurrent never reads negative.
+  // acquisition, so total_releases never exceeds total_acquisitions.
   m.total_releases = releases_.load(std::memory_order_acquire);
   m.total_acquisitions = acquisitions_.load(std::memory_order_acquire);
-  m.current_concurrent =
-      static_cast<std::int64_t>(m.total_acquisitions) - static_cast<std::int64_t>(m.total_releases);
+  // One load: the permits held at one instant. Each permit is counted held
+  // after its admission and no longer held before its slot is given back,
+  // so this never exceeds the slots taken (max_concurrent, except permits
+  // admitted fail-open) and never reads negative.
+  m.current_concurrent = held_.load(std::memory_order_relaxed);
   m.total_wait_time_ms = static_cast<double>(wait_ns_total_.load(std::memory_order_relaxed)) / 1e6;
   m.max_wait_time_ms = static_cast<double>(wait_ns_max_.load(std::memory_order_relaxed)) / 1e6;
   m.avg_wait_time_ms = m.total_acquisitions == 0

@@ -59,7 +59,12 @@ public:
   // `waited` is zero for a decision made without suspending; `at` is when
   // the permit was granted.
   void acquired(std::chrono::nanoseconds waited, std::chrono::steady_clock::time_point at) noexcept;
-  void released() noexcept { releases_.fetch_add(1, std::memory_order_release); }
+  // Call before the backend gives the slot back (limiter_core::release), so
+  // that the held count never includes a slot already taken again.
+  void released() noexcept {
+    held_.fetch_sub(1, std::memory_order_relaxed);
+    releases_.fetch_add(1, std::memory_order_release);
+  }
   void denied() noexcept { denied_.fetch_add(1, std::memory_order_relaxed); }
   void timed_out() noexcept { timeouts_.fetch_add(1, std::memory_order_relaxed); }
   void cancelled() noexcept { cancelled_.fetch_add(1, std::memory_order_relaxed); }
@@ -77,6 +82,12 @@ private:
   std::atomic<std::uint64_t> wait_ns_total_{0};
   std::atomic<std::uint64_t> wait_ns_max_{0};
   std::atomic<std::uint64_t> releases_{0};
+  // Permits held: current_concurrent. Its own counter, read with one load;
+  // it used to be total_acquisitions - total_releases from two loads, and a
+  // reader preempted between them counted every acquisition made meanwhile
+  // as held (metrics_test read up to 10189 held permits on a limiter with
+  // max_concurrent = 4).
+  std::atomic<std::int64_t> held_{0};
   std::atomic<std::uint64_t> denied_{0};
   std::atomic<std::uint64_t> timeouts_{0};
   std::atomic<std::uint64_t> cancelled_{0};
