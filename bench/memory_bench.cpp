@@ -36,8 +36,7 @@ registry& reg() {
 // Runs the benchmark loop inside one coroutine on this thread's io_context:
 // every acquire completes without suspending, so the loop measures the
 // decision path (lookup, engine, metrics, permit) and nothing else.
-template <class Body>
-void run_loop(benchmark::State& state, Body body) {
+template <class Body> void run_loop(benchmark::State& state, Body body) {
   asio::io_context ctx(1);
   asio::co_spawn(
       ctx,
@@ -70,8 +69,14 @@ void BM_acquire_distinct_keys(benchmark::State& state) {
   });
 }
 
-BENCHMARK_CAPTURE(BM_acquire_by_name, token_bucket, "bucket")->Threads(1)->Threads(4)->UseRealTime();
-BENCHMARK_CAPTURE(BM_acquire_by_handle, token_bucket, "bucket")->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK_CAPTURE(BM_acquire_by_name, token_bucket, "bucket")
+    ->Threads(1)
+    ->Threads(4)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_acquire_by_handle, token_bucket, "bucket")
+    ->Threads(1)
+    ->Threads(4)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_acquire_by_handle, sliding_window, "window")->Threads(1)->UseRealTime();
 BENCHMARK_CAPTURE(BM_acquire_by_handle, bucket_concurrency, "bucket_concurrency")
     ->Threads(1)

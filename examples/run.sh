@@ -15,23 +15,9 @@ jobs="${RATESYNC_JOBS:-$(nproc)}"
 packages=(build-essential cmake libasio-dev libtomlplusplus-dev libfmt-dev libhiredis-dev libssl-dev)
 
 echo "==> [1/4] Checking Debian packages"
-missing=()
-for p in "${packages[@]}"; do
-  status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
-  if [[ $status != "install ok installed" ]]; then
-    missing+=("$p")
-  fi
-done
-if ((${#missing[@]})); then
-  echo "    installing: ${missing[*]}"
-  sudo=()
-  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
-  "${sudo[@]}" apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
-else
-  echo "    all present"
-fi
+# shellcheck source=../cmake/ensure_debian_packages.sh
+source "$repo_root/cmake/ensure_debian_packages.sh"
+ensure_debian_packages "${packages[@]}"
 
 echo "==> [2/4] Configuring $build_dir (examples only, no tests)"
 cmake -S "$repo_root" -B "$build_dir" \

@@ -17,23 +17,9 @@ packages=(build-essential cmake pkg-config libasio-dev libtomlplusplus-dev libfm
           redis-server redis-tools openssl ca-certificates faketime)
 
 echo "==> [1/4] Checking Debian packages"
-missing=()
-for p in "${packages[@]}"; do
-  status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
-  if [[ $status != "install ok installed" ]]; then
-    missing+=("$p")
-  fi
-done
-if ((${#missing[@]})); then
-  echo "    installing: ${missing[*]}"
-  sudo=()
-  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
-  "${sudo[@]}" apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
-else
-  echo "    all present"
-fi
+# shellcheck source=../cmake/ensure_debian_packages.sh
+source "$repo_root/cmake/ensure_debian_packages.sh"
+ensure_debian_packages "${packages[@]}"
 
 echo "==> [2/4] Configuring $build_dir (RelWithDebInfo, warnings as errors)"
 cmake -S "$repo_root" -B "$build_dir" \

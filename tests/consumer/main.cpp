@@ -46,8 +46,8 @@ int main() {
 
     const std::uint64_t counted = ratesync::get_limiter("api").get_metrics().total_acquisitions;
     if (held != acquires || counted != acquires) {
-      std::cerr << "FAIL: held " << held << " permits, metrics counted " << counted
-                << ", expected " << acquires << '\n';
+      std::cerr << "FAIL: held " << held << " permits, metrics counted " << counted << ", expected "
+                << acquires << '\n';
       return 1;
     }
     std::cout << "OK: " << counted << " acquisitions\n";
