@@ -70,53 +70,12 @@ scenario_args() {
 
 scenario_keys() { if [[ "$1" == hot ]]; then echo 10; else echo 10000; fi; }
 
-missing=()
-for tool in redis-server redis-cli redis-benchmark; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-  echo "run_script_bench.sh: missing ${missing[*]}." >&2
-  echo "  Install them first (Debian/Ubuntu: apt-get install redis-server redis-tools)." >&2
-  exit 1
-fi
 
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/build-bench/script-bench-results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$RESULTS_DIR"
-TMP="$(mktemp -d)"
-REDIS_PID=""
-cleanup() {
-  if [[ -n "$REDIS_PID" ]] && kill -0 "$REDIS_PID" 2>/dev/null; then
-    kill "$REDIS_PID" 2>/dev/null || true
-    wait "$REDIS_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A redis-server of our own on a free loopback port (retry if taken).
-PORT=""
-for _ in $(seq 1 20); do
-  p=$((20000 + RANDOM % 40000))
-  redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
-    --logfile "$TMP/redis.log" --daemonize no &
-  REDIS_PID=$!
-  for _ in $(seq 1 50); do
-    if redis-cli -p "$p" PING 2>/dev/null | grep -q PONG; then PORT="$p"; break; fi
-    kill -0 "$REDIS_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  [[ -n "$PORT" ]] && break
-  kill "$REDIS_PID" 2>/dev/null || true
-  wait "$REDIS_PID" 2>/dev/null || true
-  REDIS_PID=""
-done
-if [[ -z "$PORT" ]]; then
-  echo "run_script_bench.sh: could not start redis-server (see $TMP/redis.log)" >&2
-  exit 1
-fi
-
-cli() { redis-cli -p "$PORT" "$@"; }
+# shellcheck source=private_redis.sh
+source "$ROOT/bench/private_redis.sh"
+start_private_redis run_script_bench.sh
 SHAS=()
 for i in "${!NAMES[@]}"; do
   sha="$(cli SCRIPT LOAD "$(cat "${PATHS[$i]}")")"
