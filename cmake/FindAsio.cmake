@@ -25,7 +25,10 @@ if(Asio_FOUND)
   add_library(Asio::Asio INTERFACE IMPORTED)
   set_target_properties(Asio::Asio PROPERTIES
     INTERFACE_INCLUDE_DIRECTORIES "${Asio_INCLUDE_DIR}"
-    INTERFACE_COMPILE_DEFINITIONS "ASIO_STANDALONE;ASIO_NO_DEPRECATED"
+    # Asio 1.22 enables co_await on clang only for the Coroutines TS
+    # (__cpp_coroutines); clang 14+ in C++20 mode has standard coroutines.
+    INTERFACE_COMPILE_DEFINITIONS
+      "ASIO_STANDALONE;ASIO_NO_DEPRECATED;$<$<AND:$<CXX_COMPILER_ID:Clang>,$<VERSION_GREATER_EQUAL:$<CXX_COMPILER_VERSION>,14>>:ASIO_HAS_CO_AWAIT=1>"
     INTERFACE_LINK_LIBRARIES Threads::Threads)
 endif()
 mark_as_advanced(Asio_INCLUDE_DIR)
