@@ -1,12 +1,13 @@
 // Runs an example program against a private redis-server (tests/redis_server.hpp)
 // and checks what it printed:
 //
-//   run_example_with_redis EXAMPLE [EXPECTED]...
+//   run_example_with_redis [--arg ARG]... EXAMPLE [EXPECTED]...
 //
-// starts the server, runs `EXAMPLE redis://127.0.0.1:PORT/0` (with REDIS_URL
-// set to the same URL), and succeeds when the example exits 0 within 60 s and
-// its standard output contains every EXPECTED text. The output is echoed for
-// ctest's log.
+// starts the server, runs `EXAMPLE [ARG]... redis://127.0.0.1:PORT/0` (with
+// REDIS_URL set to the same URL), and succeeds when the example exits 0 within
+// 60 s and its standard output contains every EXPECTED text. The output is
+// echoed for ctest's log. (The bench_smoke test runs bench/run_api_bench.sh
+// --smoke this way.)
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -91,16 +92,26 @@ outcome run(const std::string& exe, const std::vector<std::string>& args,
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s EXAMPLE [EXPECTED]...\n", argv[0]);
+  std::vector<std::string> args;
+  int first = 1;
+  while (first + 1 < argc && std::strcmp(argv[first], "--arg") == 0) {
+    args.emplace_back(argv[first + 1]);
+    first += 2;
+  }
+  if (first >= argc) {
+    std::fprintf(stderr, "usage: %s [--arg ARG]... EXAMPLE [EXPECTED]...\n", argv[0]);
     return 2;
   }
   try {
     ratesync::test::redis_server srv;
     const std::string url = srv.url() + "/0";
     ::setenv("REDIS_URL", url.c_str(), 1);
-    const outcome r = run(argv[1], {url}, std::chrono::seconds(60));
-    std::printf("$ %s %s\n%s", argv[1], url.c_str(), r.output.c_str());
+    args.push_back(url);
+    const outcome r = run(argv[first], args, std::chrono::seconds(60));
+    std::string command = argv[first];
+    for (const auto& a : args)
+      command += " " + a;
+    std::printf("$ %s\n%s", command.c_str(), r.output.c_str());
     int failures = 0;
     if (r.timed_out) {
       std::printf("FAIL: still running after 60 s (killed)\n");
@@ -111,14 +122,14 @@ int main(int argc, char** argv) {
                   WIFEXITED(r.status) ? WEXITSTATUS(r.status) : WTERMSIG(r.status));
       ++failures;
     }
-    for (int i = 2; i < argc; ++i) {
+    for (int i = first + 1; i < argc; ++i) {
       if (r.output.find(argv[i]) == std::string::npos) {
         std::printf("FAIL: no output line contains \"%s\"\n", argv[i]);
         ++failures;
       }
     }
     if (failures == 0)
-      std::printf("OK: exit status 0 and %d expected text(s) found\n", argc - 2);
+      std::printf("OK: exit status 0 and %d expected text(s) found\n", argc - first - 1);
     return failures == 0 ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "run_example_with_redis: %s\n", e.what());
