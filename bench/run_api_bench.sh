@@ -377,20 +377,22 @@ if ((REDIS)); then
     done
   done
 
-  # p99 at half of the highest throughput measured for the token bucket
-  # (admit, 10,000 keys), paced: 200 callers on the default pool.
+  # Latency at half of the saturated throughput: the token-bucket admission
+  # row with the highest median decisions/s, run again with its callers paced
+  # (open loop) at half that rate.
   if ((EXTRAS)) && [[ "$MODE" != smoke ]]; then
-    SAT="$(awk -F, '$1 == "ours" && $2 ~ /^token_bucket\/admit\// {v[$2] = v[$2] " " $4}
-      END { best = 0
+    read -r SAT_ROW SAT < <(awk -F, '$1 == "ours" && $2 ~ /^token_bucket\/admit\// {v[$2] = v[$2] " " $4}
+      END { best = 0; row = "-"
         for (r in v) { n = split(v[r], a, " "); for (i = 2; i <= n; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j+1] = a[j]; a[j+1] = x }
-          m = n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2; if (m > best) best = m }
-        printf "%.0f", best }' "$ROWS")"
+          m = n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2; if (m > best) { best = m; row = r } }
+        printf "%s %.0f\n", row, best }' "$ROWS")
     if [[ "$SAT" != 0 ]]; then
+      IFS=/ read -r _ _ callers keys pool <<<"$SAT_ROW"
       HALF=$((SAT / 2))
-      echo "half load: $HALF decisions/s (half of $SAT, the highest token-bucket median above)"
+      echo "half load: $HALF decisions/s, half of $SAT ($SAT_ROW, the highest token-bucket median above)"
       for rep in $(seq 1 "$REPS"); do
-        run_ours "half_load/$HALF" "$rep" --strategy token_bucket --scenario admit --callers 200 \
-          --keys 10000 --pool default --rate "$HALF"
+        run_ours "half_load/$HALF/$callers/$keys/$pool" "$rep" --strategy token_bucket --scenario admit \
+          --callers "$callers" --keys "$keys" --pool "$pool" --rate "$HALF"
       done
     fi
   fi
@@ -452,7 +454,8 @@ awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
   function fmt_rate(s) { return sprintf("%s (%s-%s)", k(med(s)), k(lo(s)), k(hi(s))) }
   function label(row,   f, s) {
     split(row, f, "/")
-    if (f[1] == "half_load") return sprintf("token bucket at %s/s (half load), 200 callers, 10k keys, default pool", k(f[2]))
+    if (f[1] == "half_load") return sprintf("token bucket paced at %s/s (half load), %s callers, %s, %s", k(f[2]), f[3],
+      f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : "default pool")
     s = f[1] == "token_bucket" ? "token bucket" : f[1] == "sliding_window" ? "sliding window" : "bucket + max_concurrent"
     return sprintf("%s, %s, %s caller%s, %s, %s", s, f[2], f[3], f[3] == 1 ? "" : "s",
       f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : "default pool")
@@ -504,6 +507,28 @@ awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
         rl = ""
       }
       printf "\nload average (1 min) during the runs: %s-%s, median %s\n", lo(load), hi(load), med(load)
+      # Issue 5'"'"'s targets, from the rows above.
+      print ""
+      print "Targets (issue 5):"
+      for (i = 1; i <= nrows; i++) {
+        r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"; f = r SUBSEP "ref"
+        if (!(f in seen) || !(med(dps[f]) > 0)) continue
+        if (g[5] == "one" && g[3] >= 50 && g[2] == "admit") {
+          x = med(dps[o]) / med(dps[f])
+          printf "- throughput >= 0.90 of the reference, %s: %.2f %s\n", label(r), x, (x >= 0.9 ? "MET" : "not met")
+        }
+        if (g[3] == 1 && med(p50[f]) > 0) {
+          x = med(p50[o]) / med(p50[f])
+          printf "- single caller p50 within 20%% of redis-benchmark -c 1, %s: %.0f us vs %.0f us = %.2f %s\n", label(r),
+            med(p50[o]), med(p50[f]), x, (x <= 1.2 ? "MET" : "not met")
+        }
+      }
+      for (i = 1; i <= nrows; i++) {
+        r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"
+        if (g[1] == "half_load")
+          printf "- p99 under 1 ms at half of the saturated throughput (%s/s): %.0f us %s\n", g[2], med(p99[o]),
+            (med(p99[o]) < 1000 ? "MET" : "not met")
+      }
     }
     # Memory engine rows.
     nm = 0
