@@ -522,6 +522,30 @@ void connection::submit(request* r, std::uint64_t id) {
     impl_->backoff_timer.cancel();
 }
 
+void connection::drain_incoming() {
+  std::vector<incoming_request> batch;
+  {
+    std::lock_guard lk(incoming_mutex_);
+    batch.swap(incoming_);
+  }
+  for (const auto& in : batch)
+    submit(in.r, in.id);
+}
+
+void connection::fail_incoming() noexcept {
+  std::vector<incoming_request> batch;
+  {
+    std::lock_guard lk(incoming_mutex_);
+    batch.swap(incoming_);
+  }
+  for (const auto& in : batch) {
+    try {
+      in.r->fail_unsubmitted(errc::shutting_down);
+    } catch (...) { // posting the handler failed (bad_alloc): nothing left to do
+    }
+  }
+}
+
 void connection::cancel(std::uint64_t id) {
   auto it = live_.find(id);
   if (it == live_.end())

@@ -22,6 +22,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "redis/errors.hpp"
 #include "redis/pipeline.hpp"
@@ -109,6 +110,9 @@ private:
   // On the connection's thread.
   void submit(request* r, std::uint64_t id);
   void cancel(std::uint64_t id);
+  void drain_incoming();
+  // Any thread: completes what is queued with errc::shutting_down.
+  void fail_incoming() noexcept;
   void forget(std::uint64_t id) { live_.erase(id); }
   void refresh_load() noexcept { load_.store(pipeline_.size(), std::memory_order_relaxed); }
 
@@ -117,6 +121,12 @@ private:
   asio::io_context& ctx_;
   pipeline pipeline_;
   std::unordered_map<std::uint64_t, request*> live_;
+  struct incoming_request {
+    queued_request* r;
+    std::uint64_t id;
+  };
+  std::mutex incoming_mutex_;
+  std::vector<incoming_request> incoming_; // submitted from other threads, not drained yet
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::size_t> load_{0};
   std::atomic<bool> connected_{false};
@@ -139,28 +149,24 @@ public:
   void fail_unsubmitted(std::error_code ec) { complete(ec, nullptr); }
 };
 
-// Owns a request on its way from initiate() to submit(). If the posted
-// submit never runs (the io_context is stopped and destroyed first), the
-// request is completed with errc::shutting_down when the posted function is
-// destroyed; before, it was leaked with its handler, and the work it counts
-// kept the caller's io_context::run() from ever returning.
+// Travels with the posted drain of the incoming queue. If the drain never
+// runs (the io_context is stopped and destroyed first), every request still
+// queued is completed with errc::shutting_down when it is destroyed; such
+// requests used to be leaked with their handlers, and the work they count kept
+// the caller's io_context::run() from ever returning.
 class connection::unsubmitted {
 public:
-  explicit unsubmitted(queued_request* r) noexcept : r_(r) {}
-  unsubmitted(unsubmitted&& o) noexcept : r_(std::exchange(o.r_, nullptr)) {}
+  explicit unsubmitted(std::shared_ptr<connection> c) noexcept : c_(std::move(c)) {}
+  unsubmitted(unsubmitted&& o) noexcept = default;
   unsubmitted& operator=(unsubmitted&&) = delete;
   ~unsubmitted() {
-    if (r_ != nullptr) {
-      try {
-        r_->fail_unsubmitted(errc::shutting_down);
-      } catch (...) { // posting the handler failed (bad_alloc): nothing left to do
-      }
-    }
+    if (c_ != nullptr)
+      c_->fail_incoming();
   }
-  queued_request* release() noexcept { return std::exchange(r_, nullptr); }
+  std::shared_ptr<connection> release() noexcept { return std::move(c_); }
 
 private:
-  queued_request* r_;
+  std::shared_ptr<connection> c_;
 };
 
 template <class Handler> class connection::handler_request final : public queued_request {
@@ -216,9 +222,22 @@ template <class Handler> void connection::initiate(Handler handler, std::string 
   auto* r = new handler_request<Handler>(std::move(payload), deadline, std::move(handler),
                                          shared_from_this(), id);
   requests_.fetch_add(1, std::memory_order_relaxed);
-  asio::post(ctx_, [self = shared_from_this(), owned = unsubmitted(r), id]() mutable {
-    self->submit(owned.release(), id);
-  });
+  if (ctx_.get_executor().running_in_this_thread()) {
+    submit(r, id); // a caller on the connection's own thread: no hop
+    return;
+  }
+  // From another thread: queued, and one posted drain carries everything that
+  // arrives before it runs (one hand-off per burst, not per request).
+  bool first = false;
+  {
+    std::lock_guard lk(incoming_mutex_);
+    first = incoming_.empty();
+    incoming_.push_back({r, id});
+  }
+  if (first)
+    asio::post(ctx_, [guard = unsubmitted(shared_from_this())]() mutable {
+      guard.release()->drain_incoming();
+    });
 }
 
 } // namespace ratesync::redis

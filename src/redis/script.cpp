@@ -3,8 +3,8 @@
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
+#include <charconv>
 #include <openssl/sha.h>
-#include <vector>
 
 namespace ratesync::redis {
 
@@ -21,23 +21,33 @@ std::string sha1_hex(std::string_view data) {
 }
 
 script::script(std::string name, std::string source)
-    : name_(std::move(name)), source_(std::move(source)), sha1_(sha1_hex(source_)) {}
+    : name_(std::move(name)), source_(std::move(source)), sha1_(sha1_hex(source_)) {
+  append_bulk(evalsha_prefix_, "EVALSHA");
+  append_bulk(evalsha_prefix_, sha1_);
+}
 
 namespace {
 
-// EVALSHA sha or EVAL source, then numkeys, keys, args.
-std::string encode_script_call(std::string_view command, std::string_view script_arg,
-                               std::span<const std::string_view> keys,
+// EVALSHA sha or EVAL source (`head`, already encoded), then numkeys, keys, args.
+std::string encode_script_call(std::string_view head, std::span<const std::string_view> keys,
                                std::span<const std::string_view> args) {
-  const std::string numkeys = std::to_string(keys.size());
-  std::vector<std::string_view> argv;
-  argv.reserve(3 + keys.size() + args.size());
-  argv.push_back(command);
-  argv.push_back(script_arg);
-  argv.push_back(numkeys);
-  argv.insert(argv.end(), keys.begin(), keys.end());
-  argv.insert(argv.end(), args.begin(), args.end());
-  return encode_command(argv);
+  char numkeys[24];
+  const auto end = std::to_chars(numkeys, numkeys + sizeof numkeys, keys.size()).ptr;
+  std::size_t size = 16 + head.size() + 16 * (keys.size() + args.size());
+  for (const auto k : keys)
+    size += k.size();
+  for (const auto a : args)
+    size += a.size();
+  std::string out;
+  out.reserve(size);
+  append_array_header(out, 3 + keys.size() + args.size());
+  out.append(head);
+  append_bulk(out, std::string_view(numkeys, static_cast<std::size_t>(end - numkeys)));
+  for (const auto k : keys)
+    append_bulk(out, k);
+  for (const auto a : args)
+    append_bulk(out, a);
+  return out;
 }
 
 bool is_noscript(const reply_ptr& r) {
@@ -50,7 +60,7 @@ asio::awaitable<script_result> run_script(std::shared_ptr<connection> conn, cons
                                           std::span<const std::string_view> keys,
                                           std::span<const std::string_view> args) {
   namespace ex = asio::experimental;
-  std::string call = encode_script_call("EVALSHA", s.sha1(), keys, args);
+  std::string call = encode_script_call(s.evalsha_prefix(), keys, args);
   auto [ec, reply] =
       co_await conn->async_execute(std::move(call), ex::as_tuple(asio::use_awaitable));
   if (ec || !is_noscript(reply))
@@ -62,7 +72,10 @@ asio::awaitable<script_result> run_script(std::shared_ptr<connection> conn, cons
   // the two, failing the retry with NOSCRIPT.
   // (keys and args are read again here: like every reference parameter of
   // this lazily started coroutine, they must outlive the co_await on it.)
-  std::string eval = encode_script_call("EVAL", s.source(), keys, args);
+  std::string eval_head;
+  append_bulk(eval_head, "EVAL");
+  append_bulk(eval_head, s.source());
+  std::string eval = encode_script_call(eval_head, keys, args);
   auto [retry_ec, retry_reply] =
       co_await conn->async_execute(std::move(eval), ex::as_tuple(asio::use_awaitable));
   co_return script_result{retry_ec, std::move(retry_reply)};

@@ -22,11 +22,14 @@ public:
   const std::string& name() const noexcept { return name_; }
   const std::string& source() const noexcept { return source_; }
   const std::string& sha1() const noexcept { return sha1_; } // lowercase hex
+  // "$7\r\nEVALSHA\r\n$40\r\n<sha1>\r\n": every call starts with it.
+  const std::string& evalsha_prefix() const noexcept { return evalsha_prefix_; }
 
 private:
   std::string name_;
   std::string source_;
   std::string sha1_;
+  std::string evalsha_prefix_;
 };
 
 std::string sha1_hex(std::string_view data);
