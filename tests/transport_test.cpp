@@ -211,7 +211,10 @@ TEST(Transport, TenThousandCallersShareOneConnectionInFewWrites) {
   EXPECT_EQ(correct, 10000);
   EXPECT_EQ(wrong, 0);
   const auto writes = c->stats().writes - writes_before;
-  EXPECT_LT(writes, 1000u) << "10,000 requests took " << writes << " socket writes";
+  // Without batching this is 10,000 writes. A release build measures 5-300; a
+  // sanitizer build on a loaded 2-core machine up to ~2,100 (the callers'
+  // thread enqueues more slowly), so the bound asks for 4+ requests per write.
+  EXPECT_LT(writes, 2500u) << "10,000 requests took " << writes << " socket writes";
   std::printf("10,000 pipelined requests: %llu socket writes\n",
               static_cast<unsigned long long>(writes));
   c->stop();
