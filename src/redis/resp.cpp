@@ -52,27 +52,44 @@ std::string encode_command(std::span<const std::string_view> args) {
   return out;
 }
 
+namespace {
+
+// hiredis's reply functions (its defaults are one static table) with arrays
+// going through reply_reader::create_array; set up once, from the first
+// reader's defaults.
+struct reader_functions {
+  redisReplyObjectFunctions table;
+  void* (*hiredis_create_array)(const redisReadTask*, int);
+};
+
+reader_functions& limited_functions(const redisReplyObjectFunctions* defaults,
+                                    void* (*create_array)(const redisReadTask*, int)) {
+  static reader_functions f = [&] {
+    reader_functions r{*defaults, defaults->createArray};
+    r.table.createArray = create_array;
+    return r;
+  }();
+  return f;
+}
+
+} // namespace
+
 // redisReader's maxbuf (REDIS_READER_MAX_BUF, 16 KiB) is not a size limit: it
 // only says when an emptied buffer is freed rather than kept, so a bulk reply
 // of any size still decodes. Kept at the default.
 reply_reader::reply_reader() : reader_(redisReaderCreate()) {
   if (reader_ == nullptr)
     throw std::bad_alloc();
-  // hiredis's own functions, but arrays go through create_array first. Its
-  // defaults are a static table: copied once, from the first reader.
-  struct functions {
-    redisReplyObjectFunctions table;
-    void* (*create_array)(const redisReadTask*, int);
-  };
-  static functions limited = [this] {
-    functions f{*reader_->fn, reader_->fn->createArray};
-    f.table.createArray = &reply_reader::create_array;
-    return f;
-  }();
-  static void* (*const hiredis_create_array)(const redisReadTask*, int) = limited.create_array;
-  (void)hiredis_create_array;
-  reader_->fn = &limited.table;
+  reader_->fn = &limited_functions(reader_->fn, &reply_reader::create_array).table;
   reader_->privdata = this; // reaches create_array as task->privdata
+}
+
+void* reply_reader::create_array(const redisReadTask* task, int elements) {
+  if (elements > max_array_elements) {
+    static_cast<reply_reader*>(task->privdata)->refused_elements_ = elements;
+    return nullptr; // hiredis fails the reader ("Out of memory"); next() says why
+  }
+  return limited_functions(nullptr, nullptr).hiredis_create_array(task, elements);
 }
 
 reply_reader::~reply_reader() {
@@ -93,6 +110,9 @@ std::optional<reply_ptr> reply_reader::next() {
     // every later call lands here again.
     if (raw != nullptr)
       freeReplyObject(raw);
+    if (refused_elements_ != 0)
+      throw protocol_error("array reply of " + std::to_string(refused_elements_) +
+                           " elements (more than " + std::to_string(max_array_elements) + ")");
     throw protocol_error(reader_->errstr[0] != '\0' ? reader_->errstr : "invalid RESP reply");
   }
   if (raw == nullptr)
