@@ -22,6 +22,7 @@
 #include "redis/lua_scripts.hpp"
 #include "redis/pool.hpp"
 #include "redis/script.hpp"
+#include "redis/script_reply.hpp"
 #include "redis/url.hpp"
 
 namespace ratesync::redis {
@@ -344,18 +345,6 @@ private:
   limiter_spec spec_;
 };
 
-std::int64_t element(const redisReply& r, std::size_t i) {
-  return r.element[i]->integer;
-}
-
-void check_shape(const redis_store& store, const script& s, const redisReply& r, std::size_t n) {
-  if (r.type != REDIS_REPLY_ARRAY || r.elements != n)
-    throw store_error(store.name(), fmt::format("unexpected reply to {}", s.name()));
-  for (std::size_t i = 0; i < n; ++i)
-    if (r.element[i]->type != REDIS_REPLY_INTEGER)
-      throw store_error(store.name(), fmt::format("unexpected reply to {}", s.name()));
-}
-
 asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
   acquire_outcome out;
   const std::string b = base(req.key);
@@ -371,6 +360,9 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
   const script& s = !rate
                         ? store_->concurrency
                         : (spec_.emission_interval ? store_->token_bucket : store_->sliding_window);
+  const decision_script kind = !rate ? decision_script::concurrency
+                                     : (spec_.emission_interval ? decision_script::token_bucket
+                                                                : decision_script::sliding_window);
   std::string p1, p2;
   if (spec_.emission_interval) {
     p1 = std::to_string(to_us(*spec_.emission_interval));
@@ -398,14 +390,13 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
       args = {maxc, id, lease_ttl, margin};
     }
     reply_ptr r = co_await store_->call(s, keys, args);
-    check_shape(*store_, s, *r, 3);
-    const std::int64_t status = element(*r, 0);
-    const std::int64_t micros = element(*r, 1);
-    if (status == 0) {
+    const decision d = decode_decision(store_->name(), kind, *r);
+    const std::int64_t micros = d.wait_us;
+    if (d.status == decision::verdict::refused) {
       out.retry_after = std::chrono::microseconds(micros);
       co_return out;
     }
-    if (status == 2) {
+    if (d.status == decision::verdict::no_slot) {
       // Every slot leased: poll until one returns or the time is up.
       out.hit_concurrency_limit = true;
       if (max_wait == 0) {
@@ -435,7 +426,7 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
           token, lease_record{lease_key, id, to_us(spec_.lease), steady::now() + spec_.lease / 3});
     }
     if (micros > 0) {
-      const std::int64_t reserved = element(*r, 2);
+      const std::int64_t reserved = d.reserved;
       asio::steady_timer t(co_await asio::this_coro::executor,
                            std::chrono::microseconds(micros + store_->margin_us()));
       auto [ec] = co_await t.async_wait(ex::as_tuple(asio::use_awaitable));
@@ -495,13 +486,7 @@ asio::awaitable<limiter_state> redis_backend::get_state(std::string key) {
   std::vector<std::string_view> keys{rate_key, lease_key};
   std::vector<std::string_view> args{kind, p1, p2};
   reply_ptr r = co_await store_->call(store_->state, keys, args);
-  check_shape(*store_, store_->state, *r, 4);
-  limiter_state st;
-  st.remaining = kind == "cc" ? spec_.max_concurrent - element(*r, 3) : element(*r, 0);
-  st.retry_after = std::chrono::microseconds(element(*r, 1));
-  st.reset_after = std::chrono::microseconds(element(*r, 2));
-  st.current_concurrent = element(*r, 3);
-  co_return st;
+  co_return decode_state(store_->name(), *r, kind == "cc", spec_.max_concurrent);
 }
 
 asio::awaitable<void> redis_backend::reset(std::string key) {

@@ -111,14 +111,15 @@ limiter_state decode_state(std::string_view store, const redisReply& reply, bool
   constexpr std::int64_t any_count = INT64_MAX;
   limiter_state st;
   const std::int64_t remaining = in_range(store, name, reply, 0, "remaining", any_count);
-  st.retry_after =
-      std::chrono::microseconds(in_range(store, name, reply, 1, "retry_after (us)", longest_reply_us));
-  st.reset_after =
-      std::chrono::microseconds(in_range(store, name, reply, 2, "reset_after (us)", longest_reply_us));
+  st.retry_after = std::chrono::microseconds(
+      in_range(store, name, reply, 1, "retry_after (us)", longest_reply_us));
+  st.reset_after = std::chrono::microseconds(
+      in_range(store, name, reply, 2, "reset_after (us)", longest_reply_us));
   st.current_concurrent = in_range(store, name, reply, 3, "leases held", any_count);
   // More leases than slots: another process with a larger max_concurrent.
-  st.remaining = concurrency_only ? std::max<std::int64_t>(0, max_concurrent - st.current_concurrent)
-                                  : remaining;
+  st.remaining = concurrency_only
+                     ? std::max<std::int64_t>(0, max_concurrent - st.current_concurrent)
+                     : remaining;
   return st;
 }
 
