@@ -254,6 +254,30 @@ TEST(Resp, GarbageIsAStickyProtocolError) {
   EXPECT_THROW(reader.next(), protocol_error);
 }
 
+// Found by tests/fuzz/reply_fuzz: hiredis allocates an array's element
+// pointers when the header arrives, so these 13 bytes alone made it allocate
+// 16 GiB. A header over reply_reader::max_array_elements is refused at once.
+TEST(Resp, HugeArrayHeaderIsAProtocolErrorNotAnAllocation) {
+  for (std::string_view wire : {"*2147483647\r\n"sv, "*2\r\n:1\r\n*1048577\r\n"sv}) {
+    reply_reader reader;
+    reader.feed(wire.data(), wire.size());
+    try {
+      reader.next();
+      ADD_FAILURE() << "no protocol_error for " << wire;
+    } catch (const protocol_error& e) {
+      EXPECT_NE(std::string_view(e.what()).find("elements (more than 1048576)"),
+                std::string_view::npos)
+          << e.what();
+    }
+    EXPECT_THROW(reader.next(), protocol_error); // sticky, like any protocol error
+  }
+  // At the limit the header is accepted and the elements awaited.
+  reply_reader reader;
+  const std::string_view at_limit = "*1048576\r\n:1\r\n";
+  reader.feed(at_limit.data(), at_limit.size());
+  EXPECT_FALSE(reader.next().has_value());
+}
+
 TEST(Resp, GarbageAfterGoodRepliesAndMidArray) {
   reply_reader reader;
   const std::string_view wire = "+OK\r\n*2\r\n:1\r\n?bad\r\n";
