@@ -14,6 +14,7 @@
 #include <asio/io_context.hpp>
 #include <atomic>
 #include <cstdlib>
+#include <future>
 #include <gtest/gtest.h>
 #include <map>
 #include <regex>
@@ -131,6 +132,47 @@ store_options failing_store(const redis_server& srv, const std::string& prefix) 
   s.socket_timeout = seconds_d(0.3);
   s.socket_connect_timeout = seconds_d(0.3);
   return s;
+}
+
+// limiter::io_executor(): coroutines started on it run on the store's I/O
+// thread and make their decisions there (no thread hand-off); a memory
+// limiter has no such thread.
+TEST(RedisStore, IoExecutorRunsCallersOnTheStoresThread) {
+  redis_server srv;
+  registry reg;
+  reg.configure_store("r", redis_store(srv, "ioexec"));
+  reg.configure_limiter("api", bucket(1e6, 1000));
+  limiter_options mem;
+  mem.rate_per_second = 10;
+  reg.configure_limiter("local", mem);
+  EXPECT_FALSE(reg.get_limiter("local").io_executor());
+
+  limiter api = reg.get_limiter("api");
+  asio::any_io_executor ex = api.io_executor();
+  ASSERT_TRUE(ex);
+  std::promise<int> done;
+  asio::co_spawn(
+      ex,
+      [api, ex]() -> asio::awaitable<int> {
+        int on_thread = 0;
+        for (int i = 0; i < 200; ++i) {
+          permit p = co_await api.acquire();
+          if (ex.target<asio::io_context::executor_type>()->running_in_this_thread())
+            ++on_thread;
+        }
+        co_return on_thread;
+      },
+      [&done](std::exception_ptr e, int n) {
+        if (e)
+          done.set_exception(e);
+        else
+          done.set_value(n);
+      });
+  auto f = done.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(f.get(), 200);
+  EXPECT_EQ(api.get_metrics().total_acquisitions, 200u);
+  EXPECT_EQ(api.get_metrics().store_errors, 0u);
 }
 
 TEST(RedisFailure, FailOpenAdmitsCountsAndTheBreakerAnswersAtOnce) {

@@ -3,6 +3,7 @@
 // Nothing here knows about sockets; nothing in a backend knows about metrics.
 #pragma once
 
+#include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <chrono>
 #include <cstdint>
@@ -114,6 +115,10 @@ class engine {
 public:
   virtual ~engine() = default;
   virtual std::unique_ptr<backend> make_backend(const limiter_spec& spec) = 0;
+  // The executor of the thread that does this store's I/O, if it has one
+  // (a redis store: yes; a memory store: no, a null executor). See
+  // limiter::io_executor().
+  virtual asio::any_io_executor io_executor() const noexcept { return {}; }
 };
 
 } // namespace ratesync

@@ -52,6 +52,7 @@ public:
 
   const limiter_spec& spec() const noexcept { return spec_; }
   const std::string& store_name() const noexcept { return store_name_; }
+  const engine& store() const noexcept { return *store_; }
   metrics_recorder& metrics() noexcept { return metrics_; }
   limiter_metrics snapshot() const noexcept {
     limiter_metrics m = metrics_.snapshot();
@@ -123,6 +124,14 @@ public:
   }
 
   limiter_metrics get_metrics() const noexcept { return core_->snapshot(); }
+  // The executor of the thread that talks to this limiter's store (redis
+  // stores), or a null executor (memory stores decide on the caller's
+  // thread). A coroutine started on it makes each decision without the two
+  // thread hand-offs (caller -> I/O thread -> caller) that the default costs:
+  // the lowest latency for a single caller (docs/performance.md). Keep such
+  // coroutines short and non-blocking: they share the thread with the
+  // store's connections.
+  asio::any_io_executor io_executor() const noexcept { return core_->store().io_executor(); }
 
 private:
   std::shared_ptr<detail::limiter_core> core_;

@@ -121,6 +121,7 @@ public:
   ~redis_store() override;
 
   std::unique_ptr<backend> make_backend(const limiter_spec& spec) override;
+  asio::any_io_executor io_executor() const noexcept override { return ctx_.get_executor(); }
 
   // One script call: through the breaker, on the least loaded connection.
   // Returns the reply (which may be an error reply only for NOSCRIPT-free
@@ -159,7 +160,7 @@ private:
   std::string name_;
   std::string prefix_;
   std::int64_t margin_us_;
-  asio::io_context ctx_;
+  mutable asio::io_context ctx_; // mutable: io_executor() hands out its executor
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::unique_ptr<pool> pool_;
   std::thread thread_;
