@@ -824,6 +824,33 @@ void redis_server::resume() {
   paused_ = false;
 }
 
+namespace {
+
+redis_server::reply run_command(resp_connection conn, const std::optional<std::string>& password,
+                                const std::vector<std::string>& args) {
+  if (password) {
+    conn.send_command({"AUTH", *password});
+  }
+  conn.send_command(args);
+  if (password) {
+    auto auth = conn.read_reply();
+    if (auth.kind == redis_server::reply::type::error) {
+      throw std::runtime_error("redis_server::command: AUTH failed: " + auth.str);
+    }
+  }
+  return conn.read_reply();
+}
+
+} // namespace
+
+redis_server::reply redis_server::query_unix(const std::vector<std::string>& args,
+                                             std::chrono::milliseconds timeout) {
+  if (args.empty()) {
+    throw std::invalid_argument("redis_server::query_unix: no arguments");
+  }
+  return run_command(connect_unix(unix_path_, sclock::now() + timeout), options_.requirepass, args);
+}
+
 redis_server::reply redis_server::query(const std::vector<std::string>& args,
                                         std::chrono::milliseconds timeout) {
   if (args.empty()) {

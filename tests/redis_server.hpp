@@ -142,6 +142,10 @@ public:
   // Same, parsed.
   reply query(const std::vector<std::string>& args,
               std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // query() through the unix socket: works while the TCP port is closed
+  // (e.g. after CONFIG SET port 0).
+  reply query_unix(const std::vector<std::string>& args,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 private:
   enum class launch_result { ready, address_in_use };
