@@ -31,9 +31,6 @@ config_error::config_error(std::string source, std::uint32_t line, std::uint32_t
     : error(config_what(source, line, column, option, message)), source_(std::move(source)),
       line_(line), column_(column), option_(std::move(option)), message_(std::move(message)) {}
 
-limiter_not_found::limiter_not_found(std::string name)
-    : error(fmt::format("no limiter named \"{}\" is configured", name)), name_(std::move(name)) {}
-
 const char* to_string(denial_reason r) noexcept {
   switch (r) {
   case denial_reason::rate_limited:
@@ -84,6 +81,12 @@ std::string acquisition_what(const std::string& limiter, const std::string& key,
 }
 
 } // namespace
+
+// The name may come from a caller's input (a route, a header): shown like a
+// key, so that the message stays one readable line whatever its bytes.
+limiter_not_found::limiter_not_found(std::string name)
+    : error(fmt::format("no limiter named \"{}\" is configured", printable_key(name))),
+      name_(std::move(name)) {}
 
 acquisition_error::acquisition_error(std::string limiter, std::string key,
                                      std::chrono::microseconds retry_after, denial_reason reason)

@@ -33,6 +33,17 @@ namespace {
 // microsecond arithmetic in the engines would lose precision or overflow.
 constexpr double max_magnitude = 1e9;
 constexpr std::int64_t max_limit = 1'000'000'000;
+// Longest socket timeout, health-check interval and lease, in seconds, and
+// largest timing margin, in ms: beyond them a duration in integer nanoseconds
+// (or microseconds) would overflow, and a margin turned negative on x86.
+constexpr double max_seconds = 1e6;
+constexpr double max_margin_ms = 1e6;
+// Shortest lease: the store renews a lease a third of the way through, on a
+// 50 ms tick; a shorter lease could expire while its holder lives, and
+// max_concurrent would silently stop holding.
+constexpr double min_lease_seconds = 0.1;
+// Most connections one store may open: the pool opens pool_min_size at once.
+constexpr std::int64_t max_pool_size = 1000;
 
 // Store defaults, to tell options a memory store would silently ignore.
 const store_options default_store{};
@@ -130,6 +141,11 @@ void validate(const std::string& name, const store_options& o) {
   } catch (const std::invalid_argument& e) {
     c.fail("url", e.what()); // the message shows the URL redacted
   }
+  // A longer name could never be resolved (DNS names have at most 253
+  // bytes); refused here rather than failing every connect.
+  if (where.kind != redis::transport_kind::unix_socket && where.host.size() > 253)
+    c.fail("url", fmt::format("the host name is {} bytes long; a DNS name has at most 253",
+                              where.host.size()));
   if (where.kind == redis::transport_kind::tls) {
     for (auto [option, path] :
          {std::pair{"tls_ca_file", &o.tls_ca_file}, std::pair{"tls_cert_file", &o.tls_cert_file},
@@ -143,6 +159,7 @@ void validate(const std::string& name, const store_options& o) {
     check_no_tls(c, o, "applies to rediss:// URLs only");
   }
   c.finite_at_least("health_check_interval", o.health_check_interval.count(), 0.0, false);
+  c.at_most("health_check_interval", o.health_check_interval.count(), max_seconds);
   if (o.db && (*o.db < 0 || *o.db > std::numeric_limits<std::int32_t>::max()))
     c.fail("db", fmt::format("must be between 0 and {} (got {})",
                              std::numeric_limits<std::int32_t>::max(), *o.db));
@@ -152,12 +169,17 @@ void validate(const std::string& name, const store_options& o) {
     c.fail("key_prefix", "must not contain '{' or '}' (they would break the keys' hash tag)");
   c.int_at_least("pool_min_size", o.pool_min_size, 0);
   c.int_at_least("pool_max_size", o.pool_max_size, 1);
+  if (o.pool_max_size > max_pool_size)
+    c.fail("pool_max_size", fmt::format("must be <= {} (got {})", max_pool_size, o.pool_max_size));
   if (o.pool_max_size < o.pool_min_size)
     c.fail("pool_max_size", fmt::format("must be >= pool_min_size (got {}, pool_min_size is {})",
                                         o.pool_max_size, o.pool_min_size));
   c.finite_at_least("timing_margin_ms", o.timing_margin_ms, 0.0, false);
+  c.at_most("timing_margin_ms", o.timing_margin_ms, max_margin_ms);
   c.finite_at_least("socket_timeout", o.socket_timeout.count(), 0.0, true);
+  c.at_most("socket_timeout", o.socket_timeout.count(), max_seconds);
   c.finite_at_least("socket_connect_timeout", o.socket_connect_timeout.count(), 0.0, true);
+  c.at_most("socket_connect_timeout", o.socket_connect_timeout.count(), max_seconds);
 }
 
 void validate(const std::string& name, const limiter_options& o) {
@@ -186,9 +208,8 @@ void validate(const std::string& name, const limiter_options& o) {
   if (o.lease_seconds) {
     if (!o.max_concurrent)
       c.fail("lease_seconds", "applies to limiters with max_concurrent only");
-    c.finite_at_least("lease_seconds", *o.lease_seconds, 0.0, true);
-    if (*o.lease_seconds > 1e6)
-      c.fail("lease_seconds", fmt::format("must be <= 1000000 (got {})", *o.lease_seconds));
+    c.finite_at_least("lease_seconds", *o.lease_seconds, min_lease_seconds, false);
+    c.at_most("lease_seconds", *o.lease_seconds, max_seconds);
   }
   if (o.timeout)
     c.finite_at_least("timeout", o.timeout->count(), 0.0, false);
