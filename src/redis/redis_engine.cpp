@@ -64,15 +64,18 @@ class circuit_breaker {
 public:
   static constexpr int threshold = 3;
 
-  bool allow() {
+  // What allow() decided for one call.
+  enum class pass { closed, probe, rejected };
+
+  pass allow() {
     std::lock_guard lk(mu_);
     if (!open_)
-      return true;
+      return pass::closed;
     const auto now = steady::now();
     if (now < retry_at_ || probing_)
-      return false;
+      return pass::rejected;
     probing_ = true; // half-open: this caller is the probe
-    return true;
+    return pass::probe;
   }
   void success() {
     std::lock_guard lk(mu_);
@@ -81,16 +84,29 @@ public:
     probing_ = false;
     cooldown_ = initial;
   }
-  void failure() {
+  // Only a failed probe lengthens the cool-down. Under load hundreds of calls
+  // are on their way when Redis fails; each of their failures used to double
+  // it, so it reached its longest at the very start of an outage, and
+  // service came back up to that long after Redis did.
+  void failure(pass how) {
     std::lock_guard lk(mu_);
-    probing_ = false;
     if (open_) {
+      if (how != pass::probe)
+        return;
+      probing_ = false;
       cooldown_ = std::min<std::chrono::nanoseconds>(cooldown_ * 2, longest);
       retry_at_ = steady::now() + cooldown_;
     } else if (++failures_ >= threshold) {
       open_ = true;
       retry_at_ = steady::now() + cooldown_;
     }
+  }
+  // The call was cancelled by its caller: no verdict on Redis. A cancelled
+  // probe hands the probe on (it used to keep the breaker open for good).
+  void abandoned(pass how) {
+    std::lock_guard lk(mu_);
+    if (how == pass::probe)
+      probing_ = false;
   }
   bool is_open() const {
     std::lock_guard lk(mu_);
@@ -99,7 +115,8 @@ public:
 
 private:
   static constexpr std::chrono::nanoseconds initial = 100ms;
-  static constexpr std::chrono::nanoseconds longest = 2s;
+  // Bounds the time from Redis coming back to the next probe.
+  static constexpr std::chrono::nanoseconds longest = 1s;
   mutable std::mutex mu_;
   int failures_ = 0;
   bool open_ = false;
@@ -125,17 +142,27 @@ public:
 
   // One script call: through the breaker, on the least loaded connection.
   // Returns the reply (which may be an error reply only for NOSCRIPT-free
-  // script errors); throws store_error on any failure.
+  // script errors); throws store_error on any failure. `sent_on`, if given,
+  // is set to the connection the call went to (stays empty when the breaker
+  // answered).
   asio::awaitable<reply_ptr> call(const script& s, std::span<const std::string_view> keys,
-                                  std::span<const std::string_view> args);
-  // Fire and forget (releases, undos): the caller does not wait.
-  void send(std::vector<std::string> argv);
+                                  std::span<const std::string_view> args,
+                                  std::shared_ptr<connection>* sent_on = nullptr);
+  // Fire and forget (renewals): the caller does not wait.
   void send_script(const script& s, std::vector<std::string> keys, std::vector<std::string> args);
 
   std::string new_id() {
     return fmt::format("{}-{:x}", nonce_, counter_.fetch_add(1, std::memory_order_relaxed));
   }
+  // ZREM of a lease, fire and forget, retried (every 250 ms, from the
+  // renewal loop) until Redis answers or the lease has expired by itself
+  // (`ttl_us`): a lease left behind keeps its slot taken for lease_seconds
+  // with no holder. `on`: the connection a lost script call went to, so that
+  // the ZREM follows the script there.
+  void remove_lease(std::string key, std::string id, std::int64_t ttl_us,
+                    std::shared_ptr<connection> on = nullptr);
   void add_lease(std::uint64_t token, lease_record r);
+
   void drop_lease(std::uint64_t token);
   // Stops renewing the lease and removes it from Redis (fire and forget).
   void release_lease(std::uint64_t token);
@@ -172,6 +199,15 @@ private:
   std::chrono::nanoseconds drain_limit_;
   std::mutex leases_mu_;
   std::unordered_map<std::uint64_t, lease_record> leases_;
+  struct pending_removal {
+    std::string key;
+    std::string id;
+    steady::time_point give_up;
+  };
+  void send_removal(pending_removal r, std::shared_ptr<connection> on);
+  std::mutex removals_mu_;
+  std::vector<pending_removal> removals_; // failed ZREMs, for the next retry
+  steady::time_point next_retry_{};
 };
 
 connection_options transport_options(const store_options& o) {
@@ -228,35 +264,33 @@ redis_store::~redis_store() {
 
 asio::awaitable<reply_ptr> redis_store::call(const script& s,
                                              std::span<const std::string_view> keys,
-                                             std::span<const std::string_view> args) {
-  if (!breaker_.allow())
+                                             std::span<const std::string_view> args,
+                                             std::shared_ptr<connection>* sent_on) {
+  const circuit_breaker::pass pass = breaker_.allow();
+  if (pass == circuit_breaker::pass::rejected)
     throw store_error(
         name_, "Redis is failing; the circuit breaker answers at once until a probe succeeds",
         true);
   auto conn = pool_->pick();
+  if (sent_on != nullptr)
+    *sent_on = conn;
   script_result r = co_await run_script(conn, s, keys, args);
-  if (r.error == asio::error::operation_aborted)
+  if (r.error == asio::error::operation_aborted) {
+    breaker_.abandoned(pass);
     throw std::system_error(r.error); // the caller cancelled: not a store failure
+  }
   if (r.error) {
-    breaker_.failure();
+    breaker_.failure(pass);
     std::string why = conn->last_error();
     throw store_error(name_, why.empty() ? r.error.message()
                                          : fmt::format("{} ({})", r.error.message(), why));
   }
   if (r.reply->type == REDIS_REPLY_ERROR) {
-    breaker_.failure();
+    breaker_.failure(pass);
     throw store_error(name_, fmt::format("Redis refused {}: {}", s.name(), reply_text(*r.reply)));
   }
   breaker_.success();
   co_return std::move(r.reply);
-}
-
-void redis_store::send(std::vector<std::string> argv) {
-  std::vector<std::string_view> views(argv.begin(), argv.end());
-  unsent_.fetch_add(1, std::memory_order_relaxed);
-  pool_->pick()->async_execute(encode_command(views), [this](std::error_code, reply_ptr) {
-    unsent_.fetch_sub(1, std::memory_order_release);
-  });
 }
 
 void redis_store::send_script(const script& s, std::vector<std::string> keys,
@@ -274,6 +308,29 @@ void redis_store::send_script(const script& s, std::vector<std::string> keys,
         unsent_.fetch_sub(1, std::memory_order_release);
       },
       asio::detached);
+}
+
+void redis_store::remove_lease(std::string key, std::string id, std::int64_t ttl_us,
+                               std::shared_ptr<connection> on) {
+  send_removal({std::move(key), std::move(id), steady::now() + std::chrono::microseconds(ttl_us)},
+               std::move(on));
+}
+
+void redis_store::send_removal(pending_removal p, std::shared_ptr<connection> on) {
+  if (!on)
+    on = pool_->pick();
+  std::vector<std::string_view> argv{"ZREM", p.key, p.id};
+  std::string payload = encode_command(argv);
+  unsent_.fetch_add(1, std::memory_order_relaxed);
+  on->async_execute(std::move(payload),
+                    [this, p = std::move(p)](std::error_code ec, reply_ptr r) mutable {
+                      const bool answered = !ec && r && r->type != REDIS_REPLY_ERROR;
+                      if (!answered && ec != errc::shutting_down && steady::now() < p.give_up) {
+                        std::lock_guard lk(removals_mu_);
+                        removals_.push_back(std::move(p));
+                      }
+                      unsent_.fetch_sub(1, std::memory_order_release);
+                    });
 }
 
 void redis_store::add_lease(std::uint64_t token, lease_record r) {
@@ -296,7 +353,7 @@ void redis_store::release_lease(std::uint64_t token) {
     r = std::move(it->second);
     leases_.erase(it);
   }
-  send({"ZREM", std::move(r.key), std::move(r.id)});
+  remove_lease(std::move(r.key), std::move(r.id), r.ttl_us);
 }
 
 // Every live lease is renewed once a third of its time to live has passed,
@@ -322,6 +379,18 @@ asio::awaitable<void> redis_store::renew_loop() {
     }
     for (auto& r : due)
       send_script(renew_lease, {r.key}, {r.id, std::to_string(r.ttl_us), ttl_margin});
+    // Lease removals that failed, again every 250 ms (one attempt each at a
+    // time: a failed attempt puts it back).
+    if (const auto now = steady::now(); now >= next_retry_) {
+      next_retry_ = now + 250ms;
+      std::vector<pending_removal> retry;
+      {
+        std::lock_guard lk(removals_mu_);
+        retry.swap(removals_);
+      }
+      for (auto& p : retry)
+        send_removal(std::move(p), nullptr);
+    }
   }
 }
 
@@ -390,7 +459,19 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
       keys = {lease_key};
       args = {maxc, id, lease_ttl, margin};
     }
-    reply_ptr r = co_await store_->call(s, keys, args);
+    std::shared_ptr<connection> sent_on;
+    reply_ptr r;
+    try {
+      r = co_await store_->call(s, keys, args, &sent_on);
+    } catch (...) {
+      // The script may have run and taken a lease although its reply never
+      // came back (a timeout, a dropped connection, a cancelled caller): the
+      // slot would stay taken, with no holder, for lease_seconds. The ZREM
+      // follows the script on its connection, so Redis runs it after.
+      if (slots && sent_on)
+        store_->remove_lease(lease_key, id, to_us(spec_.lease), std::move(sent_on));
+      throw;
+    }
     const decision d = decode_decision(store_->name(), kind, *r);
     const std::int64_t micros = d.wait_us;
     if (d.status == decision::verdict::refused) {
@@ -452,7 +533,10 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
         try {
           co_await store_->call(store_->undo, undo_keys, undo_args);
         } catch (const std::exception&) {
-          // Not undone: the slot stays spent, the lease expires. Safe.
+          // Not undone: the rate's slot stays spent (safe); the lease is
+          // removed on its own.
+          if (token)
+            store_->remove_lease(lease_key, id, to_us(spec_.lease));
         }
         co_await asio::this_coro::throw_if_cancelled(throwing);
         throw std::system_error(ec);
