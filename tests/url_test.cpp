@@ -272,6 +272,16 @@ TEST(Url, Ipv6Defects) {
   expect_error("redis://[fe80::1%25]", "empty IPv6 zone id");
 }
 
+// Found by tests/fuzz/url_fuzz: inet_pton reads a C string, so an address
+// with a NUL (raw or %00) was checked only up to it, and what followed went
+// into the host (to_string() of it did not parse back).
+TEST(Url, Ipv6WithNulIsRefused) {
+  expect_error("redis://[::1%00garbage]:6379", "bad IPv6 address '::1'");
+  expect_error("redis://[::1%00%40evil]", "bad IPv6 address '::1'");
+  expect_error("redis://[::ffff%00%00%40::ffff]", "bad IPv6 address '::ffff'");
+  EXPECT_EQ(parse_url("redis://[::FFFF:192.0.2.1]").host, "::FFFF:192.0.2.1");
+}
+
 // -------------------------------------------------------------------- unix
 
 TEST(Url, UnixSocket) {

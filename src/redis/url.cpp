@@ -325,6 +325,12 @@ result<endpoint> parse_tcp(std::string_view rest, endpoint ep) {
     const auto pct = h.find('%');
     const std::string addr = h.substr(0, pct);
     in6_addr parsed{};
+    // inet_pton reads a C string: a NUL (raw or %00) would end the address
+    // there and let anything after it through into the host (url_fuzz).
+    if (addr.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos)
+      return R::fail("bad IPv6 address " +
+                     quoted(hostpart.substr(1, std::min(close, hostpart.find('%')) - 1)) +
+                     " in brackets");
     if (::inet_pton(AF_INET6, addr.c_str(), &parsed) != 1)
       return R::fail("bad IPv6 address " + quoted(addr) + " in brackets");
     if (pct != std::string::npos) {
