@@ -428,8 +428,8 @@ int rss_mode(const args& a) {
   }
   // Flat: what is left after 2N distinct keys is not the keys (well under a
   // byte per key; N keys kept would be ~100+ bytes each). Not checked under
-  // AddressSanitizer, whose quarantine keeps freed memory.
-#if defined(__SANITIZE_ADDRESS__)
+  // the sanitizers, whose allocators keep freed memory for a while.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   constexpr bool check_rss = false;
 #else
   constexpr bool check_rss = true;
