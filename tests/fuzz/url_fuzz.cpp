@@ -66,7 +66,9 @@ std::string with_password(const endpoint& e) {
   if (!e.password)
     return s;
   const std::string mask = e.kind == transport_kind::unix_socket ? "&password=***" : ":***@";
-  const auto at = s.find(mask);
+  // unix: the password is the last query parameter (the path may hold the
+  // same text: '&', '=' and '*' are kept in it).
+  const auto at = e.kind == transport_kind::unix_socket ? s.rfind(mask) : s.find(mask);
   if (at == std::string::npos)
     return {};
   const std::string value = escape_all(*e.password);
