@@ -3,11 +3,11 @@
 #include "config.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
@@ -31,6 +31,8 @@ bool is_name_char(char c) {
 // Expands `in` from `pos`; inside a default (`in_default`) it stops at the
 // closing '}' and leaves `pos` on it. With `evaluate` false (an unused
 // default) the syntax is still checked but no variable needs to exist.
+// expand() and variable() recurse once per nested default: the nesting is
+// capped so that a pathological value cannot overflow the stack.
 class expander {
 public:
   explicit expander(std::string_view in) : in_(in) {}
@@ -41,6 +43,9 @@ public:
   }
 
 private:
+  static constexpr int max_nesting = 32;
+
+  // NOLINTNEXTLINE(misc-no-recursion): depth capped by max_nesting
   std::string expand(std::size_t& pos, bool in_default, bool evaluate) {
     std::string out;
     while (pos < in_.size()) {
@@ -63,6 +68,7 @@ private:
   }
 
   // `pos` is on "${"; leaves it after the closing '}'.
+  // NOLINTNEXTLINE(misc-no-recursion): depth capped by max_nesting
   std::string variable(std::size_t& pos, bool evaluate) {
     std::size_t start = pos;
     pos += 2;
@@ -78,9 +84,14 @@ private:
     if (in_[pos] == ':' && in_.substr(pos, 2) == ":-") {
       pos += 2;
       has_default = true;
+      if (nesting_ == max_nesting)
+        throw std::invalid_argument(
+            fmt::format("defaults nested more than {} deep (${{A:-${{B:-...}}}})", max_nesting));
       const char* env = name.empty() ? nullptr : std::getenv(name.c_str());
       bool use_default = evaluate && (env == nullptr || *env == '\0');
+      ++nesting_;
       fallback = expand(pos, true, use_default);
+      --nesting_;
     } else if (in_[pos] != '}') {
       std::size_t close = in_.find('}', pos);
       std::string_view shown = in_.substr(
@@ -112,6 +123,7 @@ private:
   }
 
   std::string_view in_;
+  int nesting_ = 0;
 };
 
 } // namespace
@@ -123,7 +135,7 @@ std::string expand_env(std::string_view value) {
 // ---------------------------------------------------------------------------
 // closest_name
 
-std::string closest_name(std::string_view word, const std::vector<std::string_view>& candidates) {
+std::string closest_name(std::string_view word, std::span<const std::string_view> candidates) {
   if (word.empty())
     return {};
   std::size_t best_distance = std::max<std::size_t>(2, word.size() / 3) + 1;
@@ -205,7 +217,7 @@ const char* type_name(toml::node_type t) {
   return "nothing";
 }
 
-std::string joined(const std::vector<std::string_view>& names) {
+std::string joined(std::span<const std::string_view> names) {
   std::string out;
   for (std::string_view n : names) {
     if (!out.empty())
@@ -216,7 +228,7 @@ std::string joined(const std::vector<std::string_view>& names) {
 }
 
 std::string unknown_name_message(const char* what, std::string_view name,
-                                 const std::vector<std::string_view>& valid) {
+                                 std::span<const std::string_view> valid) {
   std::string best = closest_name(name, valid);
   if (!best.empty())
     return fmt::format("unknown {} '{}'; did you mean '{}'?", what, name, best);
@@ -241,34 +253,23 @@ std::string describe_parse_error(std::string_view description) {
   return fmt::format("'{}' is set more than once in the same table", name);
 }
 
-const std::vector<std::string_view> top_level_names = {"stores", "limiters"};
+constexpr std::array<std::string_view, 2> top_level_names = {"stores", "limiters"};
 
 // Options a memory store rejects even when given their default value.
-const std::vector<std::string_view> redis_only_options = {"url",
-                                                          "db",
-                                                          "password",
-                                                          "key_prefix",
-                                                          "pool_min_size",
-                                                          "pool_max_size",
-                                                          "timing_margin_ms",
-                                                          "socket_timeout",
-                                                          "socket_connect_timeout",
-                                                          "health_check_interval",
-                                                          "tls_ca_file",
-                                                          "tls_cert_file",
-                                                          "tls_key_file",
-                                                          "tls_server_name",
-                                                          "tls_insecure_skip_verify"};
+constexpr auto redis_only_options = std::to_array<std::string_view>(
+    {"url", "db", "password", "key_prefix", "pool_min_size", "pool_max_size", "timing_margin_ms",
+     "socket_timeout", "socket_connect_timeout", "health_check_interval", "tls_ca_file",
+     "tls_cert_file", "tls_key_file", "tls_server_name", "tls_insecure_skip_verify"});
 
-const std::vector<std::string_view> store_option_names = [] {
-  std::vector<std::string_view> names{"engine", "strategy"};
-  names.insert(names.end(), redis_only_options.begin(), redis_only_options.end());
+constexpr auto store_option_names = [] {
+  std::array<std::string_view, 2 + redis_only_options.size()> names{"engine", "strategy"};
+  std::copy(redis_only_options.begin(), redis_only_options.end(), names.begin() + 2);
   return names;
 }();
 
-const std::vector<std::string_view> limiter_option_names = {
-    "store",          "algorithm",      "rate_per_second", "burst",       "limit",
-    "window_seconds", "max_concurrent", "timeout",         "fail_closed", "lease_seconds"};
+constexpr auto limiter_option_names = std::to_array<std::string_view>(
+    {"store", "algorithm", "rate_per_second", "burst", "limit", "window_seconds", "max_concurrent",
+     "timeout", "fail_closed", "lease_seconds"});
 
 // Reads the options of one [stores.NAME] / [limiters.NAME] table.
 class entry_reader {
@@ -346,7 +347,8 @@ public:
   }
 
 private:
-  std::string expand(std::string_view option, const toml::node& value, const std::string& raw) {
+  std::string expand(std::string_view option, const toml::node& value,
+                     const std::string& raw) const {
     try {
       return expand_env(raw);
     } catch (const std::invalid_argument& e) {
@@ -364,8 +366,8 @@ private:
     return expand(option, value, s->get());
   }
 
-  std::string not_a(std::string_view option, const toml::node& value, const std::string& text,
-                    const char* expected) const {
+  static std::string not_a(std::string_view option, const toml::node& value,
+                           const std::string& text, const char* expected) {
     const std::string& raw = value.as_string()->get();
     if (option == "password")
       return fmt::format("\"{}\" does not expand to {}", raw, expected);
@@ -530,7 +532,8 @@ private:
         } else if (a == "sliding_window") {
           o.algo = algorithm::sliding_window;
         } else {
-          std::string best = closest_name(a, {"token_bucket", "sliding_window"});
+          constexpr std::array<std::string_view, 2> algorithms = {"token_bucket", "sliding_window"};
+          std::string best = closest_name(a, algorithms);
           r.fail(value->source(), k,
                  fmt::format("must be \"token_bucket\" or \"sliding_window\" (got \"{}\"){}", a,
                              best.empty() ? "" : fmt::format("; did you mean \"{}\"?", best)));
@@ -575,15 +578,15 @@ private:
 
 } // namespace
 
-config_document parse_config(std::string_view text, const std::string& source) {
+config_document parse_config(std::string_view text, std::string source) {
   config_document doc;
-  doc.source = source;
+  doc.source = std::move(source);
   toml::table root;
   try {
-    root = toml::parse(text, std::string_view(source));
+    root = toml::parse(text, std::string_view(doc.source));
   } catch (const toml::parse_error& e) {
     source_pos p = pos_of(e.source());
-    throw config_error(source, p.line, p.column, "", describe_parse_error(e.description()));
+    throw config_error(doc.source, p.line, p.column, "", describe_parse_error(e.description()));
   }
   document_parser(doc).parse(root);
   return doc;
@@ -592,21 +595,24 @@ config_document parse_config(std::string_view text, const std::string& source) {
 config_document parse_config_file(const std::filesystem::path& path) {
   std::string source = path.string();
   auto cannot_read = [&](int err) {
-    return config_error(source, 0, 0, "", fmt::format("cannot read file: {}", std::strerror(err)));
+    // std::strerror is not thread-safe; error_code::message is (strerror_r).
+    return config_error(source, 0, 0, "",
+                        fmt::format("cannot read file: {}",
+                                    std::error_code(err, std::generic_category()).message()));
   };
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(source.c_str(), "rb"),
                                                        &std::fclose);
   if (!file)
     throw cannot_read(errno);
   std::string text;
-  char buffer[8192];
+  std::array<char, 8192> buffer{};
   errno = 0;
   std::size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof buffer, file.get())) > 0)
-    text.append(buffer, n);
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0)
+    text.append(buffer.data(), n);
   if (std::ferror(file.get()))
     throw cannot_read(errno != 0 ? errno : EIO);
-  return parse_config(text, source);
+  return parse_config(text, std::move(source));
 }
 
 } // namespace ratesync::detail

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,7 +51,7 @@ struct config_document {
 // ${VAR} / ${VAR:-default} in strings, and runs validate() on every store and
 // limiter. Store references are not resolved here (a limiter may name a store
 // configured earlier). Throws config_error.
-config_document parse_config(std::string_view text, const std::string& source);
+config_document parse_config(std::string_view text, std::string source);
 
 // Reads and parses a file; an unreadable file is a config_error naming it.
 config_document parse_config_file(const std::filesystem::path& path);
@@ -61,6 +62,6 @@ config_document parse_config_file(const std::filesystem::path& path);
 std::string expand_env(std::string_view value);
 
 // The candidate closest to `word` by edit distance, or empty if none is close.
-std::string closest_name(std::string_view word, const std::vector<std::string_view>& candidates);
+std::string closest_name(std::string_view word, std::span<const std::string_view> candidates);
 
 } // namespace ratesync::detail

@@ -86,7 +86,7 @@ constexpr std::size_t shard_count = 16;
 
 class memory_backend final : public backend {
 public:
-  explicit memory_backend(const limiter_spec& spec) : spec_(spec) {}
+  explicit memory_backend(limiter_spec spec) : spec_(std::move(spec)) {}
 
   asio::awaitable<acquire_outcome> acquire(acquire_request req) override;
   std::optional<acquire_outcome> try_acquire_now(const acquire_request& req) override;
@@ -101,12 +101,12 @@ private:
   key_state& find_or_create(shard& sh, std::string_view key, ns now);
   // Frees one slot: to the first waiter if any (returned, to be woken after
   // the lock is dropped), else back to the pool.
-  std::shared_ptr<waiter> free_slot(key_state& st);
+  static std::shared_ptr<waiter> free_slot(key_state& st);
   static void wake(const std::shared_ptr<waiter>& w) {
     if (w)
       w->wake.try_send(std::error_code{}, true);
   }
-  ns max_wait(const acquire_request& req, ns now) const noexcept {
+  static ns max_wait(const acquire_request& req, ns now) noexcept {
     if (!req.deadline)
       return forever;
     const ns left =
@@ -197,10 +197,9 @@ asio::awaitable<acquire_outcome> memory_backend::acquire(acquire_request req) {
   // committed: a held slot, a queued waiter, a reservation. Always unpins
   // the key's state.
   struct guard {
-    guard(memory_backend* b, shard* s) : self(b), sh(s) {}
+    explicit guard(shard* s) : sh(s) {}
     guard(const guard&) = delete;
     guard& operator=(const guard&) = delete;
-    memory_backend* self;
     shard* sh;
     key_state* st = nullptr;
     bool slot = false;
@@ -224,12 +223,12 @@ asio::awaitable<acquire_outcome> memory_backend::acquire(acquire_request req) {
         if (window_slot)
           st->window->cancel(window_slot->first, window_slot->second);
         if (slot)
-          to_wake = self->free_slot(*st);
+          to_wake = free_slot(*st);
         --st->pins;
       }
       wake(to_wake);
     }
-  } g(this, &sh);
+  } g(&sh);
 
   const bool limits_concurrency = spec_.max_concurrent > 0;
   std::shared_ptr<waiter> w;

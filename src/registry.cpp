@@ -46,7 +46,7 @@ void registry::load_config(const std::filesystem::path& path) {
 }
 
 void registry::load_config_string(std::string_view toml, std::string source_name) {
-  apply(detail::parse_config(toml, source_name));
+  apply(detail::parse_config(toml, std::move(source_name)));
 }
 
 void registry::apply(const detail::config_document& doc) {
@@ -54,7 +54,7 @@ void registry::apply(const detail::config_document& doc) {
   staged s;
   std::map<std::string, std::shared_ptr<engine>, std::less<>> new_stores;
   for (const auto& st : doc.stores) {
-    if (stores_.count(st.name))
+    if (stores_.contains(st.name))
       throw doc.error_at(st, "stores", "", "a store of this name is already configured");
     std::shared_ptr<engine> eng;
     try {
@@ -66,7 +66,7 @@ void registry::apply(const detail::config_document& doc) {
     s.stores.emplace_back(st.name, std::move(eng));
   }
   for (const auto& l : doc.limiters) {
-    if (limiters_.count(l.name))
+    if (limiters_.contains(l.name))
       throw doc.error_at(l, "limiters", "", "a limiter of this name is already configured");
     std::shared_ptr<engine> eng = default_store_;
     const std::string& store = l.options.store;
@@ -113,7 +113,7 @@ void registry::configure_store(const std::string& name, std::shared_ptr<engine> 
   if (!store)
     throw config_error("", 0, 0, "stores." + name, "the engine must not be null");
   std::unique_lock lk(mutex_);
-  if (stores_.count(name))
+  if (stores_.contains(name))
     throw config_error("", 0, 0, "stores." + name, "a store of this name is already configured");
   stores_.emplace(name, std::move(store));
   configured_ = true;
@@ -217,10 +217,10 @@ void load_config_string(std::string_view toml, std::string source_name) {
   default_registry().load_config_string(toml, std::move(source_name));
 }
 void configure_store(const std::string& name, store_options options) {
-  default_registry().configure_store(name, options);
+  default_registry().configure_store(name, std::move(options));
 }
 void configure_limiter(const std::string& name, limiter_options options) {
-  default_registry().configure_limiter(name, options);
+  default_registry().configure_limiter(name, std::move(options));
 }
 limiter get_limiter(std::string_view name) {
   return default_registry().get_limiter(name);

@@ -566,6 +566,31 @@ TEST(ExpandEnv, NestedDefault) {
   EXPECT_EQ(expand_env("${RATESYNC_TEST_SET:-${RATESYNC_TEST_UNSET}}"), "value");
 }
 
+std::string nested_defaults(int depth) {
+  std::string value;
+  for (int i = 0; i < depth; ++i)
+    value += "${RATESYNC_TEST_UNSET:-";
+  value += "x";
+  for (int i = 0; i < depth; ++i)
+    value += "}";
+  return value;
+}
+
+// Expansion recurses once per nested default. Without a cap, 20,000 levels
+// (a 440 kB value) overflowed the stack.
+TEST(ExpandEnv, NestingIsCapped) {
+  scoped_env unset("RATESYNC_TEST_UNSET", nullptr);
+  EXPECT_EQ(expand_env(nested_defaults(32)), "x");
+  for (int depth : {33, 20'000}) {
+    try {
+      expand_env(nested_defaults(depth));
+      ADD_FAILURE() << "no error at depth " << depth;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_STREQ(e.what(), "defaults nested more than 32 deep (${A:-${B:-...}})");
+    }
+  }
+}
+
 TEST(ExpandEnv, DoubleDollarIsALiteral) {
   scoped_env a("RATESYNC_TEST_A", "alpha");
   EXPECT_EQ(expand_env("$${RATESYNC_TEST_A}"), "${RATESYNC_TEST_A}");

@@ -1,6 +1,7 @@
 // EVALSHA with one NOSCRIPT retry, as EVAL, on the same connection.
 #include "redis/script.hpp"
 
+#include <array>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
 #include <charconv>
@@ -9,13 +10,15 @@
 namespace ratesync::redis {
 
 std::string sha1_hex(std::string_view data) {
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out(2 * SHA_DIGEST_LENGTH, '0');
-  for (int i = 0; i < SHA_DIGEST_LENGTH; ++i) {
-    out[2 * static_cast<std::size_t>(i)] = hex[digest[i] >> 4];
-    out[2 * static_cast<std::size_t>(i) + 1] = hex[digest[i] & 0xf];
+  std::array<unsigned char, SHA_DIGEST_LENGTH> digest{};
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): char bytes as OpenSSL's uchar
+  SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest.data());
+  constexpr std::string_view hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * digest.size());
+  for (const unsigned char b : digest) {
+    out.push_back(hex[b >> 4]);
+    out.push_back(hex[b & 0xf]);
   }
   return out;
 }
@@ -31,8 +34,8 @@ namespace {
 // EVALSHA sha or EVAL source (`head`, already encoded), then numkeys, keys, args.
 std::string encode_script_call(std::string_view head, std::span<const std::string_view> keys,
                                std::span<const std::string_view> args) {
-  char numkeys[24];
-  const auto end = std::to_chars(numkeys, numkeys + sizeof numkeys, keys.size()).ptr;
+  std::array<char, 24> numkeys{};
+  char* const end = std::to_chars(numkeys.data(), numkeys.data() + numkeys.size(), keys.size()).ptr;
   std::size_t size = 16 + head.size() + 16 * (keys.size() + args.size());
   for (const auto k : keys)
     size += k.size();
@@ -42,7 +45,8 @@ std::string encode_script_call(std::string_view head, std::span<const std::strin
   out.reserve(size);
   append_array_header(out, 3 + keys.size() + args.size());
   out.append(head);
-  append_bulk(out, std::string_view(numkeys, static_cast<std::size_t>(end - numkeys)));
+  append_bulk(out,
+              std::string_view(numkeys.data(), static_cast<std::size_t>(end - numkeys.data())));
   for (const auto k : keys)
     append_bulk(out, k);
   for (const auto a : args)

@@ -34,6 +34,7 @@
 //   same endpoint except that the password reads "***".
 #include "redis/url.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdexcept>
@@ -82,10 +83,8 @@ int hex_value(char c) noexcept {
 bool is_scheme(std::string_view s) noexcept {
   if (s.empty() || !is_alpha(s[0]))
     return false;
-  for (char c : s)
-    if (!is_alpha(c) && !is_digit(c) && c != '+' && c != '-' && c != '.')
-      return false;
-  return true;
+  return std::ranges::all_of(
+      s, [](char c) { return is_alpha(c) || is_digit(c) || c == '+' || c == '-' || c == '.'; });
 }
 
 // Length of "scheme://" (or "scheme:" plus any slashes when there is no "://")
@@ -425,7 +424,9 @@ result<endpoint> parse_unix(std::string_view rest, endpoint ep) {
   if (q == std::string_view::npos)
     return R::ok(std::move(ep));
 
-  bool seen_db = false, seen_user = false, seen_password = false;
+  bool seen_db = false;
+  bool seen_user = false;
+  bool seen_password = false;
   std::string_view query = rest.substr(q + 1);
   while (!query.empty()) {
     const auto amp = query.find('&');
@@ -508,7 +509,7 @@ constexpr bool is_sub_delim(char c) noexcept {
 
 // Appends `s`, percent-encoding every byte that is neither unreserved nor kept.
 template <class Keep> void append_escaped(std::string& out, std::string_view s, Keep keep) {
-  constexpr char hex[] = "0123456789ABCDEF";
+  constexpr std::string_view hex = "0123456789ABCDEF";
   for (char c : s) {
     if (is_unreserved(c) || keep(c)) {
       out.push_back(c);
