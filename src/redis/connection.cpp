@@ -225,7 +225,7 @@ asio::awaitable<void> connection::impl::handshake() {
   if (expected == 0)
     co_return;
   co_await write(asio::buffer(batch));
-  std::array<char, 4096> buf;
+  std::array<char, 4096> buf{};
   std::size_t got = 0;
   while (got < expected) {
     std::size_t n = co_await read_some(asio::buffer(buf));
@@ -319,7 +319,7 @@ asio::awaitable<void> connection::impl::writer() {
 }
 
 asio::awaitable<void> connection::impl::reader_loop() {
-  std::array<char, 16384> buf;
+  std::array<char, 16384> buf{};
   for (;;) {
     std::size_t n = co_await read_some(asio::buffer(buf));
     reader->feed(buf.data(), n);
@@ -402,6 +402,9 @@ asio::awaitable<void> connection::impl::run() {
   //   ~connection must not touch it then. Nothing uses impl once stopping_ is
   //   set: submit() and stop() test it first, sweep_deadlines() stops.
   struct on_exit_t {
+    explicit on_exit_t(connection& conn) : c(conn) {}
+    on_exit_t(const on_exit_t&) = delete;
+    on_exit_t& operator=(const on_exit_t&) = delete;
     connection& c;
     ~on_exit_t() {
       c.stopping_ = true;

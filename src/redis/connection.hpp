@@ -65,6 +65,8 @@ class connection : public std::enable_shared_from_this<connection> {
 public:
   static std::shared_ptr<connection> create(asio::io_context& ctx, connection_options options,
                                             std::shared_ptr<asio::ssl::context> tls);
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
   ~connection();
 
   // Starts connecting (and reconnecting, with backoff, whenever it drops).
@@ -157,7 +159,9 @@ public:
 class connection::unsubmitted {
 public:
   explicit unsubmitted(std::shared_ptr<connection> c) noexcept : c_(std::move(c)) {}
+  unsubmitted(const unsubmitted&) = delete;
   unsubmitted(unsubmitted&& o) noexcept = default;
+  unsubmitted& operator=(const unsubmitted&) = delete;
   unsubmitted& operator=(unsubmitted&&) = delete;
   ~unsubmitted() {
     if (c_ != nullptr)
@@ -175,7 +179,7 @@ public:
                   Handler handler, std::shared_ptr<connection> owner, std::uint64_t id)
       : queued_request(std::move(payload), deadline), handler_(std::move(handler)),
         work_(asio::prefer(asio::get_associated_executor(handler_, owner->ctx_.get_executor()),
-                           asio::execution::outstanding_work.tracked)),
+                           asio::execution::outstanding_work_t::tracked)),
         owner_(std::move(owner)), id_(id) {}
 
 private:
@@ -203,7 +207,7 @@ private:
   Handler handler_;
   decltype(asio::prefer(
       std::declval<asio::associated_executor_t<Handler, asio::io_context::executor_type>>(),
-      asio::execution::outstanding_work.tracked)) work_;
+      asio::execution::outstanding_work_t::tracked)) work_;
   std::shared_ptr<connection> owner_;
   std::uint64_t id_;
 };

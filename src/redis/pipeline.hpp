@@ -48,6 +48,7 @@ public:
   pipeline() = default;
   pipeline(const pipeline&) = delete;
   pipeline& operator=(const pipeline&) = delete;
+  ~pipeline() = default;
 
   // Queues a request (state waiting). It will be written by the next batch.
   void push(request& r);
