@@ -1,7 +1,9 @@
-// The pool: least loaded first, grown under load, never shrunk.
+// The pool: the first connected one that is not busy, grown under load, never
+// shrunk.
 #include "redis/pool.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace ratesync::redis {
 
@@ -27,29 +29,27 @@ std::shared_ptr<connection> pool::open() {
 
 std::shared_ptr<connection> pool::pick() {
   std::lock_guard lk(mutex_);
-  const std::size_t n = conns_.size();
-  // Connected ones first, then the least loaded. A connection that is
-  // (re)connecting usually has no load (its requests failed), so "least
-  // loaded" alone sent requests to it, to wait for or fail with its next
-  // connect attempt, while a connected one could serve them.
-  std::size_t best = next_ % n;
-  std::size_t best_load = conns_[best]->load();
-  bool best_connected = conns_[best]->is_connected();
-  for (std::size_t k = 1; k < n && !(best_connected && best_load == 0); ++k) {
-    const std::size_t i = (next_ + k) % n;
+  // Connected ones first: a connection that is (re)connecting usually has no
+  // load (its requests failed), so "least loaded" alone sent requests to it,
+  // to wait for or fail with its next connect attempt.
+  std::size_t best = 0;
+  std::size_t best_load = SIZE_MAX;
+  bool best_connected = false;
+  for (std::size_t i = 0; i < conns_.size(); ++i) {
     const std::size_t load = conns_[i]->load();
     const bool connected = conns_[i]->is_connected();
+    if (connected && load < busy_load)
+      return conns_[i]; // the first that can take it
     if ((connected && !best_connected) || (connected == best_connected && load < best_load)) {
       best = i;
       best_load = load;
       best_connected = connected;
     }
   }
-  if (best_load >= busy_load && n < max_size_) {
+  if (best_load >= busy_load && conns_.size() < max_size_) {
     conns_.push_back(open());
     return conns_.back();
   }
-  ++next_;
   return conns_[best];
 }
 

@@ -1,6 +1,10 @@
 // Private: a store's connections. `pool_min_size` are opened at once; more,
-// up to `pool_max_size`, when every open connection is busy; each request
-// goes to the least loaded. A connection that fails reconnects by itself.
+// up to `pool_max_size`, when every open connection is busy. Each request
+// goes to the first connected connection that is not busy (else the least
+// loaded): under light load one connection carries everything, in order, so
+// a release sent just before a caller's next decision reaches Redis before it
+// (they used to rotate among idle connections and could overtake each other);
+// and requests share writes. A connection that fails reconnects by itself.
 #pragma once
 
 #include <asio/io_context.hpp>
@@ -39,7 +43,6 @@ private:
   std::size_t max_size_;
   mutable std::mutex mutex_;
   std::vector<std::shared_ptr<connection>> conns_;
-  std::size_t next_ = 0; // rotates the starting point among equally loaded ones
 };
 
 } // namespace ratesync::redis

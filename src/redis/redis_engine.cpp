@@ -3,6 +3,10 @@
 // breaker. The transport (connection, pool) knows nothing of limiters.
 #include "redis/redis_engine.hpp"
 
+#include <array>
+#include <charconv>
+#include <span>
+
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/executor_work_guard.hpp>
@@ -47,8 +51,10 @@ std::string segment(std::string_view s) {
     else
       out += fmt::format("%{:02X}", c);
   }
-  if (out.size() > 128)
-    return "#" + sha1_hex(s); // '#' is never produced by the encoding above
+  if (out.size() > 128) {
+    out = "#"; // never produced by the encoding above
+    out += sha1_hex(s);
+  }
   return out;
 }
 
@@ -187,7 +193,15 @@ private:
   std::string name_;
   std::string prefix_;
   std::int64_t margin_us_;
-  mutable asio::io_context ctx_; // mutable: io_executor() hands out its executor
+  // The I/O thread's io_context, shared with the thread itself: when the last
+  // reference to the store is dropped on that thread (a coroutine started on
+  // io_executor() held it), the store cannot join it and the thread keeps
+  // the io_context until run() has returned.
+  struct io_thread {
+    asio::io_context ctx;
+  };
+  std::shared_ptr<io_thread> io_ = std::make_shared<io_thread>();
+  asio::io_context& ctx_ = io_->ctx;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::unique_ptr<pool> pool_;
   std::thread thread_;
@@ -246,10 +260,22 @@ redis_store::redis_store(std::string name, const store_options& o)
   std::random_device rd;
   nonce_ = fmt::format("{:08x}{:08x}", rd(), rd());
   asio::co_spawn(ctx_, renew_loop(), asio::detached);
-  thread_ = std::thread([this] { ctx_.run(); });
+  thread_ = std::thread([io = io_] { io->ctx.run(); });
 }
 
 redis_store::~redis_store() {
+  if (std::this_thread::get_id() == thread_.get_id()) {
+    // On the I/O thread itself: it cannot be joined from here, nor can it
+    // carry the fire-and-forget commands while we wait. Stop its io_context
+    // now: what is still queued (some of it refers to this store) is
+    // destroyed without running, which fails pending requests with
+    // shutting_down; the thread ends on its own and frees the io_context.
+    pool_->stop();
+    work_.reset();
+    ctx_.stop();
+    thread_.detach();
+    return;
+  }
   // Releases and undos sent just before shutdown still reach Redis (else a
   // released slot would stay leased for lease_seconds): wait for them, within
   // a socket timeout.
@@ -257,7 +283,7 @@ redis_store::~redis_store() {
   while (unsent_.load(std::memory_order_acquire) > 0 && steady::now() < give_up)
     std::this_thread::sleep_for(1ms);
   pool_->stop();
-  asio::post(ctx_, [this] { ctx_.stop(); }); // after the connections' stop()
+  asio::post(ctx_, [io = io_] { io->ctx.stop(); }); // after the connections' stop()
   work_.reset();
   thread_.join();
 }
@@ -396,8 +422,7 @@ asio::awaitable<void> redis_store::renew_loop() {
 
 class redis_backend final : public backend {
 public:
-  redis_backend(std::shared_ptr<redis_store> store, const limiter_spec& spec)
-      : store_(std::move(store)), spec_(spec) {}
+  redis_backend(std::shared_ptr<redis_store> store, const limiter_spec& spec);
 
   asio::awaitable<acquire_outcome> acquire(acquire_request req) override;
   void release(lease_token lease) noexcept override;
@@ -406,14 +431,50 @@ public:
   bool degraded() const noexcept override { return store_->degraded(); }
 
 private:
+  // key_base(prefix, limiter, key): the limiter's part is encoded once.
   std::string base(std::string_view key) const {
-    return key_base(store_->prefix(), spec_.name, key);
+    std::string out = limiter_base_;
+    if (!key.empty()) {
+      out += '|';
+      out += segment(key);
+    }
+    out += '}';
+    return out;
   }
   const char* rate_suffix() const { return spec_.emission_interval ? ":tb" : ":sw"; }
 
   std::shared_ptr<redis_store> store_;
   limiter_spec spec_;
+  // What every decision sends and that never changes, encoded once (the
+  // per-call strings used to be a third of the client's allocations).
+  std::string limiter_base_; // "<prefix>:{<limiter>"
+  const script* script_;
+  decision_script kind_;
+  std::string p1_, p2_; // interval and burst, or window and limit
+  std::string margin_, lease_ttl_, maxc_;
 };
+
+redis_backend::redis_backend(std::shared_ptr<redis_store> store, const limiter_spec& spec)
+    : store_(std::move(store)), spec_(spec) {
+  limiter_base_ = key_base(store_->prefix(), spec_.name, "");
+  limiter_base_.pop_back(); // the closing '}'
+  const bool rate = spec_.has_rate();
+  script_ = !rate ? &store_->concurrency
+                  : (spec_.emission_interval ? &store_->token_bucket : &store_->sliding_window);
+  kind_ = !rate ? decision_script::concurrency
+                : (spec_.emission_interval ? decision_script::token_bucket
+                                           : decision_script::sliding_window);
+  if (spec_.emission_interval) {
+    p1_ = std::to_string(to_us(*spec_.emission_interval));
+    p2_ = std::to_string(spec_.burst);
+  } else if (rate) {
+    p1_ = std::to_string(to_us(spec_.window));
+    p2_ = std::to_string(spec_.limit);
+  }
+  margin_ = std::to_string(store_->margin_us());
+  lease_ttl_ = std::to_string(to_us(spec_.lease));
+  maxc_ = std::to_string(spec_.max_concurrent);
+}
 
 asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
   acquire_outcome out;
@@ -422,25 +483,20 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
   const bool slots = spec_.max_concurrent > 0;
   const std::string rate_key = b + rate_suffix();
   const std::string lease_key = b + ":cc";
-  const std::string id = store_->new_id();
-  const std::string margin = std::to_string(store_->margin_us());
-  const std::string lease_ttl = std::to_string(to_us(spec_.lease));
-  const std::string maxc = std::to_string(spec_.max_concurrent);
-  const std::string cost = std::to_string(req.cost);
-  const script& s = !rate
-                        ? store_->concurrency
-                        : (spec_.emission_interval ? store_->token_bucket : store_->sliding_window);
-  const decision_script kind = !rate ? decision_script::concurrency
-                                     : (spec_.emission_interval ? decision_script::token_bucket
-                                                                : decision_script::sliding_window);
-  std::string p1, p2;
-  if (spec_.emission_interval) {
-    p1 = std::to_string(to_us(*spec_.emission_interval));
-    p2 = std::to_string(spec_.burst);
-  } else if (rate) {
-    p1 = std::to_string(to_us(spec_.window));
-    p2 = std::to_string(spec_.limit);
-  }
+  // The request id names the lease and the sliding window's log entries; a
+  // token bucket without max_concurrent never reads it.
+  const std::string id = (slots || !spec_.emission_interval) ? store_->new_id() : std::string("-");
+  const script& s = *script_;
+  const decision_script kind = kind_;
+  const std::string& margin = margin_;
+  const std::string& lease_ttl = lease_ttl_;
+  const std::string& maxc = maxc_;
+  const std::string& p1 = p1_;
+  const std::string& p2 = p2_;
+  char cost_buf[24];
+  const std::string_view cost(
+      cost_buf, static_cast<std::size_t>(
+                    std::to_chars(cost_buf, cost_buf + sizeof cost_buf, req.cost).ptr - cost_buf));
   std::chrono::nanoseconds poll = 2ms;
   bool polled = false;
   for (;;) {
@@ -449,15 +505,21 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
     if (req.deadline)
       max_wait = std::max<std::int64_t>(
           0, std::chrono::duration_cast<std::chrono::microseconds>(*req.deadline - now).count());
-    const std::string wait_arg = std::to_string(max_wait);
-    std::vector<std::string_view> keys;
-    std::vector<std::string_view> args;
-    if (rate) {
-      keys = {rate_key, lease_key};
-      args = {p1, p2, cost, wait_arg, margin, slots ? std::string_view(maxc) : "0", id, lease_ttl};
-    } else {
-      keys = {lease_key};
-      args = {maxc, id, lease_ttl, margin};
+    char wait_buf[24];
+    const std::string_view wait_arg(
+        wait_buf,
+        static_cast<std::size_t>(std::to_chars(wait_buf, wait_buf + sizeof wait_buf, max_wait).ptr -
+                                 wait_buf));
+    std::array<std::string_view, 2> key_list{rate_key, lease_key};
+    std::array<std::string_view, 8> arg_list{
+        p1, p2, cost, wait_arg, margin, slots ? std::string_view(maxc) : "0", id, lease_ttl};
+    std::span<const std::string_view> keys(key_list);
+    std::span<const std::string_view> args(arg_list);
+    if (!rate) {
+      key_list[0] = lease_key;
+      arg_list = {maxc, id, lease_ttl, margin};
+      keys = keys.first(1);
+      args = args.first(4);
     }
     std::shared_ptr<connection> sent_on;
     reply_ptr r;
@@ -523,7 +585,7 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
         const std::string what = spec_.emission_interval ? std::to_string(reserved) : id;
         const std::string amount = spec_.emission_interval
                                        ? std::to_string(req.cost * to_us(*spec_.emission_interval))
-                                       : cost;
+                                       : std::string(cost);
         const std::string lease_id = slots ? id : std::string();
         std::vector<std::string_view> undo_keys{rate_key, lease_key};
         std::vector<std::string_view> undo_args{kind, what, amount, lease_id};
