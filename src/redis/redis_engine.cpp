@@ -134,13 +134,15 @@ private:
 struct lease_record {
   std::string key; // the leases zset
   std::string id;  // member
-  std::int64_t ttl_us;
+  std::int64_t ttl_us = 0;
   steady::time_point next_renewal;
 };
 
 class redis_store final : public engine, public std::enable_shared_from_this<redis_store> {
 public:
   redis_store(std::string name, const store_options& o);
+  redis_store(const redis_store&) = delete;
+  redis_store& operator=(const redis_store&) = delete;
   ~redis_store() override;
 
   std::unique_ptr<backend> make_backend(const limiter_spec& spec) override;
@@ -218,7 +220,7 @@ private:
     std::string id;
     steady::time_point give_up;
   };
-  void send_removal(pending_removal r, std::shared_ptr<connection> on);
+  void send_removal(pending_removal p, std::shared_ptr<connection> on);
   std::mutex removals_mu_;
   std::vector<pending_removal> removals_; // failed ZREMs, for the next retry
   steady::time_point next_retry_{};
@@ -422,7 +424,7 @@ asio::awaitable<void> redis_store::renew_loop() {
 
 class redis_backend final : public backend {
 public:
-  redis_backend(std::shared_ptr<redis_store> store, const limiter_spec& spec);
+  redis_backend(std::shared_ptr<redis_store> store, limiter_spec spec);
 
   asio::awaitable<acquire_outcome> acquire(acquire_request req) override;
   void release(lease_token lease) noexcept override;
@@ -454,8 +456,8 @@ private:
   std::string margin_, lease_ttl_, maxc_;
 };
 
-redis_backend::redis_backend(std::shared_ptr<redis_store> store, const limiter_spec& spec)
-    : store_(std::move(store)), spec_(spec) {
+redis_backend::redis_backend(std::shared_ptr<redis_store> store, limiter_spec spec)
+    : store_(std::move(store)), spec_(std::move(spec)) {
   limiter_base_ = key_base(store_->prefix(), spec_.name, "");
   limiter_base_.pop_back(); // the closing '}'
   const bool rate = spec_.has_rate();
@@ -493,10 +495,12 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
   const std::string& maxc = maxc_;
   const std::string& p1 = p1_;
   const std::string& p2 = p2_;
-  char cost_buf[24];
+  std::array<char, 24> cost_buf{};
   const std::string_view cost(
-      cost_buf, static_cast<std::size_t>(
-                    std::to_chars(cost_buf, cost_buf + sizeof cost_buf, req.cost).ptr - cost_buf));
+      cost_buf.data(),
+      static_cast<std::size_t>(
+          std::to_chars(cost_buf.data(), cost_buf.data() + cost_buf.size(), req.cost).ptr -
+          cost_buf.data()));
   std::chrono::nanoseconds poll = 2ms;
   bool polled = false;
   for (;;) {
@@ -505,11 +509,12 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
     if (req.deadline)
       max_wait = std::max<std::int64_t>(
           0, std::chrono::duration_cast<std::chrono::microseconds>(*req.deadline - now).count());
-    char wait_buf[24];
+    std::array<char, 24> wait_buf{};
     const std::string_view wait_arg(
-        wait_buf,
-        static_cast<std::size_t>(std::to_chars(wait_buf, wait_buf + sizeof wait_buf, max_wait).ptr -
-                                 wait_buf));
+        wait_buf.data(),
+        static_cast<std::size_t>(
+            std::to_chars(wait_buf.data(), wait_buf.data() + wait_buf.size(), max_wait).ptr -
+            wait_buf.data()));
     std::array<std::string_view, 2> key_list{rate_key, lease_key};
     std::array<std::string_view, 8> arg_list{
         p1, p2, cost, wait_arg, margin, slots ? std::string_view(maxc) : "0", id, lease_ttl};
