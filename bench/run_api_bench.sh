@@ -412,8 +412,10 @@ if ((REDIS)); then
       HALF=$((SAT / 2))
       echo "half load: $HALF decisions/s, half of $SAT ($SAT_ROW, the highest token-bucket median above)"
       for rep in $(seq 1 "$REPS"); do
+        pool_args=(--pool "$pool")
+        [[ "$pool" == io ]] && pool_args=(--pool one --io-thread)
         run_ours "half_load/$HALF/$callers/$keys/$pool" "$rep" --strategy token_bucket --scenario admit \
-          --callers "$callers" --keys "$keys" --pool "$pool" --rate "$HALF"
+          --callers "$callers" --keys "$keys" "${pool_args[@]}" --rate "$HALF"
       done
     fi
   fi

@@ -323,9 +323,9 @@ asio::awaitable<void> connection::impl::reader_loop() {
   for (;;) {
     std::size_t n = co_await read_some(asio::buffer(buf));
     reader->feed(buf.data(), n);
+    last_reply = steady::now(); // bytes from the server: it is alive (one clock read per read)
     try {
       while (auto r = reader->next()) {
-        last_reply = steady::now();
         if (!conn.pipeline_.on_reply(std::move(*r))) {
           set_error("the server sent a reply nobody asked for");
           drop_reason = errc::protocol_error;

@@ -480,11 +480,11 @@ redis_backend::redis_backend(std::shared_ptr<redis_store> store, limiter_spec sp
 
 asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
   acquire_outcome out;
-  const std::string b = base(req.key);
   const bool rate = spec_.has_rate();
   const bool slots = spec_.max_concurrent > 0;
-  const std::string rate_key = b + rate_suffix();
-  const std::string lease_key = b + ":cc";
+  std::string rate_key = base(req.key);
+  std::string lease_key = rate_key + ":cc";
+  rate_key += rate_suffix();
   // The request id names the lease and the sliding window's log entries; a
   // token bucket without max_concurrent never reads it.
   const std::string id = (slots || !spec_.emission_interval) ? store_->new_id() : std::string("-");
