@@ -302,7 +302,12 @@ asio::awaitable<void> caller(run_plan plan, thread_state* ts, std::uint64_t seed
   std::uint64_t rng = seed;
   const std::uint64_t key_base = a.per_thread_keys ? ts->thread_index * a.keys : 0;
   asio::steady_timer timer(co_await asio::this_coro::executor);
+  // Paced callers start at a random phase of their interval: together they
+  // are spread evenly over it, not in step (in step, all of them fired at the
+  // same instants and measured their own queueing).
   steady::time_point scheduled = steady::now();
+  if (pace.count() > 0)
+    scheduled += pace * static_cast<std::int64_t>(next_random(rng) % 1024) / 1024 - pace;
   bool counting = false;
   for (std::uint64_t i = 0;; ++i) {
     const bool timed = (i & plan.timed_mask) == 0;
