@@ -324,6 +324,14 @@ asio::awaitable<void> connection::impl::reader_loop() {
     std::size_t n = co_await read_some(asio::buffer(buf));
     reader->feed(buf.data(), n);
     last_reply = steady::now(); // bytes from the server: it is alive (one clock read per read)
+    // The completions of this read's replies go out together (see flush_ready).
+    struct gather {
+      connection& c;
+      explicit gather(connection& conn) : c(conn) { c.gathering_ = true; }
+      gather(const gather&) = delete;
+      gather& operator=(const gather&) = delete;
+      ~gather() { c.flush_ready(); }
+    } const gathered(conn);
     try {
       while (auto r = reader->next()) {
         if (!conn.pipeline_.on_reply(std::move(*r))) {
@@ -547,6 +555,40 @@ void connection::fail_incoming() noexcept {
     } catch (...) { // posting the handler failed (bad_alloc): nothing left to do
     }
   }
+}
+
+void connection::flush_ready() noexcept {
+  gathering_ = false;
+  std::size_t i = 0;
+  while (i < ready_.size()) {
+    const asio::any_io_executor ex = ready_[i]->ready_executor();
+    std::size_t j = i + 1;
+    while (j < ready_.size() && ready_[j]->ready_executor() == ex)
+      ++j;
+    // Out of memory below: the handlers are destroyed, never run (as when
+    // their io_context is destroyed first), by whoever holds them.
+    std::vector<queued_request*> run;
+    try {
+      run.assign(ready_.begin() + static_cast<std::ptrdiff_t>(i),
+                 ready_.begin() + static_cast<std::ptrdiff_t>(j));
+    } catch (...) {
+      for (std::size_t k = i; k < j; ++k)
+        delete ready_[k];
+      i = j;
+      continue;
+    }
+    ready_batch batch(std::move(run));
+    try {
+      // Held across post(): the handlers may run, release their own work
+      // and let that io_context's run() return before post() has returned
+      // here (see handler_request::complete).
+      const auto work = asio::prefer(ex, asio::execution::outstanding_work.tracked);
+      asio::post(work, std::move(batch));
+    } catch (...) {
+    }
+    i = j;
+  }
+  ready_.clear();
 }
 
 void connection::cancel(std::uint64_t id) {

@@ -6,6 +6,7 @@
 // are completed on their own executor.
 #pragma once
 
+#include <asio/any_io_executor.hpp>
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
@@ -17,6 +18,7 @@
 #include <asio/steady_timer.hpp>
 #include <atomic>
 #include <chrono>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -103,6 +105,7 @@ private:
   class queued_request;
   template <class Handler> class handler_request;
   class unsubmitted;
+  class ready_batch;
 
   connection(asio::io_context& ctx, connection_options options,
              std::shared_ptr<asio::ssl::context> tls);
@@ -113,9 +116,16 @@ private:
   void submit(request* r, std::uint64_t id);
   void cancel(std::uint64_t id);
   void drain_incoming();
+  // Any thread: posts drain_incoming() to the connection's thread.
+  void post_drain();
   // Any thread: completes what is queued with errc::shutting_down.
   void fail_incoming() noexcept;
   void forget(std::uint64_t id) { live_.erase(id); }
+  // On the connection's thread: while the replies of one read are matched,
+  // completions are gathered (`gathering_`), then posted by flush_ready() as
+  // one function per run of requests with the same executor, instead of one
+  // post (a lock, often a wake-up) per request.
+  void flush_ready() noexcept;
   void refresh_load() noexcept { load_.store(pipeline_.size(), std::memory_order_relaxed); }
 
   struct impl;
@@ -139,6 +149,8 @@ private:
   std::string last_error_;
   std::chrono::nanoseconds request_timeout_;
   bool stopping_ = false;
+  bool gathering_ = false;
+  std::vector<queued_request*> ready_; // completed, to be posted by flush_ready()
 
   friend struct impl;
 };
@@ -148,7 +160,80 @@ private:
 class connection::queued_request : public request {
 public:
   using request::request;
-  void fail_unsubmitted(std::error_code ec) { complete(ec, nullptr); }
+  // Any thread: posts the handler with the error.
+  virtual void fail_unsubmitted(std::error_code ec) = 0;
+  // On the handler's executor, once gathered: invokes the handler with the
+  // stored result, deleting the request first.
+  virtual void deliver() = 0;
+  // Set when gathered: the executor the handler runs on.
+  const asio::any_io_executor& ready_executor() const noexcept { return ready_executor_; }
+
+protected:
+  asio::any_io_executor ready_executor_;
+};
+
+// The posted function of flush_ready(): delivers its requests in order. If it
+// is destroyed without running (its io_context went first), the requests are
+// destroyed with their handlers, as a single posted handler would be.
+class connection::ready_batch {
+public:
+  explicit ready_batch(std::vector<queued_request*> requests) noexcept
+      : requests_(std::move(requests)) {}
+  ready_batch(const ready_batch&) = delete;
+  ready_batch(ready_batch&& o) noexcept : requests_(std::exchange(o.requests_, {})) {}
+  ready_batch& operator=(const ready_batch&) = delete;
+  ready_batch& operator=(ready_batch&&) = delete;
+  ~ready_batch() {
+    for (queued_request* r : requests_)
+      delete r;
+  }
+
+  void operator()() {
+    const std::vector<queued_request*> rs = std::exchange(requests_, {});
+    const deferring deferred;
+    std::exception_ptr first;
+    for (queued_request* r : rs) {
+      try {
+        r->deliver();
+      } catch (...) { // a handler threw: the others still run, then it goes on
+        if (!first)
+          first = std::current_exception();
+      }
+    }
+    if (first)
+      std::rethrow_exception(first);
+  }
+
+  // While a batch's handlers run, the requests they send to connections on
+  // other threads are handed over when the batch is done: one hand-off, one
+  // write for all of them, as a single-threaded client writes what its reply
+  // handlers queued once they have all run.
+  static void defer_drain(std::shared_ptr<connection> c) { current_->push_back(std::move(c)); }
+  static bool deferring_drains() noexcept { return current_ != nullptr; }
+
+private:
+  class deferring {
+  public:
+    deferring() noexcept : outer_(std::exchange(current_, &drains_)) {}
+    deferring(const deferring&) = delete;
+    deferring& operator=(const deferring&) = delete;
+    ~deferring() {
+      current_ = outer_;
+      for (auto& c : drains_) {
+        try {
+          c->post_drain();
+        } catch (...) { // out of memory: the unposted drain failed its requests
+        }
+      }
+    }
+
+  private:
+    std::vector<std::shared_ptr<connection>> drains_;
+    std::vector<std::shared_ptr<connection>>* outer_;
+  };
+
+  static inline thread_local std::vector<std::shared_ptr<connection>>* current_ = nullptr;
+  std::vector<queued_request*> requests_;
 };
 
 // Travels with the posted drain of the incoming queue. If the drain never
@@ -182,17 +267,45 @@ public:
                            asio::execution::outstanding_work_t::tracked)),
         owner_(std::move(owner)), id_(id) {}
 
+  void fail_unsubmitted(std::error_code ec) override { post_alone(ec, nullptr); }
+
+  void deliver() override {
+    Handler h = std::move(handler_);
+    const std::error_code ec = ec_;
+    reply_ptr r = std::move(reply_);
+    delete this; // the batch's poster holds the executor's work until post() returned
+    invoke(std::move(h), ec, std::move(r));
+  }
+
 private:
+  // The cancellation slot is cleared on the handler's own executor, where
+  // the caller would emit cancellation from, before the handler runs.
+  static void invoke(Handler h, std::error_code ec, reply_ptr r) {
+    auto slot = asio::get_associated_cancellation_slot(h);
+    if (slot.is_connected())
+      slot.clear();
+    std::move(h)(ec, std::move(r));
+  }
+
   void complete(std::error_code ec, reply_ptr reply) override {
     owner_->forget(id_);
+    if (owner_->gathering_) {
+      ec_ = ec;
+      reply_ = std::move(reply);
+      ready_executor_ = asio::get_associated_executor(handler_, owner_->ctx_.get_executor());
+      owner_->ready_.push_back(this);
+      // Released here, on the connection's thread, as the other path's
+      // `delete this` does; the handler's thread never holds the connection.
+      owner_.reset();
+      return;
+    }
+    post_alone(ec, std::move(reply));
+  }
+
+  void post_alone(std::error_code ec, reply_ptr reply) {
     auto ex = asio::get_associated_executor(handler_, owner_->ctx_.get_executor());
-    // The cancellation slot is cleared on the handler's own executor, where
-    // the caller would emit cancellation from, before the handler runs.
     asio::post(ex, [h = std::move(handler_), ec, r = std::move(reply)]() mutable {
-      auto slot = asio::get_associated_cancellation_slot(h);
-      if (slot.is_connected())
-        slot.clear();
-      std::move(h)(ec, std::move(r));
+      invoke(std::move(h), ec, std::move(r));
     });
     // work_ is released by this delete, on this thread, after post() has
     // returned; it used to travel with the posted function and be released
@@ -210,6 +323,8 @@ private:
       asio::execution::outstanding_work_t::tracked)) work_;
   std::shared_ptr<connection> owner_;
   std::uint64_t id_;
+  std::error_code ec_; // the result, while gathered
+  reply_ptr reply_;
 };
 
 template <class Handler> void connection::initiate(Handler handler, std::string payload) {
@@ -238,10 +353,22 @@ template <class Handler> void connection::initiate(Handler handler, std::string 
     first = incoming_.empty();
     incoming_.push_back({r, id});
   }
-  if (first)
-    asio::post(ctx_, [guard = unsubmitted(shared_from_this())]() mutable {
-      guard.release()->drain_incoming();
-    });
+  if (!first)
+    return; // the drain that carries it is on its way
+  if (ready_batch::deferring_drains()) {
+    try {
+      ready_batch::defer_drain(shared_from_this());
+      return;
+    } catch (...) { // out of memory: hand it over now
+    }
+  }
+  post_drain();
+}
+
+inline void connection::post_drain() {
+  asio::post(ctx_, [guard = unsubmitted(shared_from_this())]() mutable {
+    guard.release()->drain_incoming();
+  });
 }
 
 } // namespace ratesync::redis
