@@ -5,7 +5,8 @@
 -- displaces leaves the window, and that future admission is logged now.
 --
 -- KEYS[1]  log: zset member -> admission time us
--- KEYS[2]  leases: zset lease id -> expiry us (only when ARGV[6] > 0)
+-- KEYS[2]  leases: zset lease id -> expiry us (only when ARGV[6] > 0; absent
+--          otherwise)
 -- ARGV[1]  window W in us
 -- ARGV[2]  limit
 -- ARGV[3]  cost (admissions taken)

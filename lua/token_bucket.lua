@@ -4,7 +4,8 @@
 -- sleeps the returned wait: one round trip per decision.
 --
 -- KEYS[1]  bucket: string, the theoretical arrival time (TAT), in us
--- KEYS[2]  leases: zset lease id -> expiry us (only when ARGV[6] > 0)
+-- KEYS[2]  leases: zset lease id -> expiry us (only when ARGV[6] > 0; absent
+--          otherwise, as are ARGV[7] and ARGV[8])
 -- ARGV[1]  emission interval T in us (1 / rate, rounded up)
 -- ARGV[2]  burst
 -- ARGV[3]  cost

@@ -159,20 +159,16 @@ limiter_core::decide_now(const acquire_request& req, std::chrono::steady_clock::
   return finish(*out, start, false);
 }
 
-asio::awaitable<acquire_result> limiter_core::decide(std::shared_ptr<limiter_core> self,
-                                                     acquire_request req,
-                                                     std::chrono::steady_clock::time_point start) {
-  acquire_outcome out;
+acquire_outcome limiter_core::recover(std::exception_ptr failure) {
   try {
-    out = co_await self->backend_->acquire(req);
+    std::rethrow_exception(std::move(failure));
   } catch (const store_error& e) {
-    out = on_store_error(self->spec_, self->metrics_, e);
+    return on_store_error(spec_, metrics_, e);
   } catch (const std::system_error& e) {
     if (is_cancellation(e))
-      self->metrics_.cancelled();
+      metrics_.cancelled();
     throw;
   }
-  co_return self->finish(out, start, true);
 }
 
 asio::awaitable<acquire_result> limiter_core::try_acquire(std::shared_ptr<limiter_core> self,
@@ -181,7 +177,13 @@ asio::awaitable<acquire_result> limiter_core::try_acquire(std::shared_ptr<limite
   const acquire_request req = prepare(self->spec_, options, start);
   if (auto r = self->decide_now(req, start))
     co_return std::move(*r);
-  co_return co_await decide(self, req, start);
+  acquire_outcome out;
+  try {
+    out = co_await self->backend_->acquire(req);
+  } catch (...) {
+    out = self->recover(std::current_exception());
+  }
+  co_return self->finish(out, start, true);
 }
 
 asio::awaitable<permit> limiter_core::acquire(std::shared_ptr<limiter_core> self,
@@ -189,8 +191,15 @@ asio::awaitable<permit> limiter_core::acquire(std::shared_ptr<limiter_core> self
   const auto start = std::chrono::steady_clock::now();
   const acquire_request req = prepare(self->spec_, options, start);
   std::optional<acquire_result> r = self->decide_now(req, start);
-  if (!r)
-    r = co_await decide(self, req, start);
+  if (!r) {
+    acquire_outcome out;
+    try {
+      out = co_await self->backend_->acquire(req);
+    } catch (...) {
+      out = self->recover(std::current_exception());
+    }
+    r = self->finish(out, start, true);
+  }
   if (!r->allowed)
     throw_denied(self->spec_, options, *r);
   co_return std::move(r->permit);

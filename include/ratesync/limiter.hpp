@@ -5,6 +5,7 @@
 #include <asio/awaitable.hpp>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -73,10 +74,12 @@ public:
   void release(lease_token lease) noexcept;
 
 private:
-  // The decision: at once when the backend can, else by awaiting it.
-  static asio::awaitable<acquire_result> decide(std::shared_ptr<limiter_core> self,
-                                                acquire_request req,
-                                                std::chrono::steady_clock::time_point start);
+  // What a backend's failure to decide means for the call: a store error
+  // under fail-open admits (counted), anything else is rethrown (a
+  // cancellation counted). Called in the handler of the awaited decision, so
+  // that the decision is awaited in acquire() and try_acquire() themselves
+  // (a coroutine level per decision fewer).
+  acquire_outcome recover(std::exception_ptr failure);
   acquire_result finish(const acquire_outcome& out, std::chrono::steady_clock::time_point start,
                         bool waited);
   std::optional<acquire_result> decide_now(const acquire_request& req,

@@ -302,7 +302,12 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
   auto conn = pool_->pick();
   if (sent_on != nullptr)
     *sent_on = conn;
-  script_result r = co_await run_script(conn, s, keys, args);
+  // run_script() inlined: one coroutine level less on every decision.
+  auto [ec, reply] = co_await conn->async_execute(encode_evalsha(s, keys, args),
+                                                  ex::as_tuple(asio::use_awaitable));
+  script_result r{ec, std::move(reply)};
+  if (!ec && is_noscript(r.reply))
+    r = co_await retry_as_eval(conn, s, keys, args);
   if (r.error == asio::error::operation_aborted) {
     breaker_.abandoned(pass);
     throw std::system_error(r.error); // the caller cancelled: not a store failure
@@ -449,7 +454,8 @@ private:
   limiter_spec spec_;
   // What every decision sends and that never changes, encoded once (the
   // per-call strings used to be a third of the client's allocations).
-  std::string limiter_base_; // "<prefix>:{<limiter>"
+  std::string limiter_base_;                         // "<prefix>:{<limiter>"
+  std::string default_rate_key_, default_lease_key_; // the keys of calls without a key
   const script* script_;
   decision_script kind_;
   std::string p1_, p2_; // interval and burst, or window and limit
@@ -460,6 +466,9 @@ redis_backend::redis_backend(std::shared_ptr<redis_store> store, limiter_spec sp
     : store_(std::move(store)), spec_(std::move(spec)) {
   limiter_base_ = key_base(store_->prefix(), spec_.name, "");
   limiter_base_.pop_back(); // the closing '}'
+  const std::string keyless = base("");
+  default_rate_key_ = keyless + rate_suffix();
+  default_lease_key_ = keyless + ":cc";
   const bool rate = spec_.has_rate();
   script_ = !rate ? &store_->concurrency
                   : (spec_.emission_interval ? &store_->token_bucket : &store_->sliding_window);
@@ -482,9 +491,19 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
   acquire_outcome out;
   const bool rate = spec_.has_rate();
   const bool slots = spec_.max_concurrent > 0;
-  std::string rate_key = base(req.key);
-  std::string lease_key = rate_key + ":cc";
-  rate_key += rate_suffix();
+  // A limiter without per-call keys (the common case) uses the keys made at
+  // construction; the lease key is made only where a script reads it.
+  std::string own_rate_key;
+  std::string own_lease_key;
+  std::string_view rate_key = default_rate_key_;
+  std::string_view lease_key = default_lease_key_;
+  if (!req.key.empty()) {
+    const std::string b = base(req.key);
+    if (rate)
+      rate_key = own_rate_key = b + rate_suffix();
+    if (slots || !rate)
+      lease_key = own_lease_key = b + ":cc";
+  }
   // The request id names the lease and the sliding window's log entries; a
   // token bucket without max_concurrent never reads it.
   const std::string id = (slots || !spec_.emission_interval) ? store_->new_id() : std::string("-");
@@ -504,11 +523,11 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
   std::chrono::nanoseconds poll = 2ms;
   bool polled = false;
   for (;;) {
-    const auto now = steady::now();
     std::int64_t max_wait = -1;
     if (req.deadline)
       max_wait = std::max<std::int64_t>(
-          0, std::chrono::duration_cast<std::chrono::microseconds>(*req.deadline - now).count());
+          0, std::chrono::duration_cast<std::chrono::microseconds>(*req.deadline - steady::now())
+                 .count());
     std::array<char, 24> wait_buf{};
     const std::string_view wait_arg(
         wait_buf.data(),
@@ -525,6 +544,12 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
       arg_list = {maxc, id, lease_ttl, margin};
       keys = keys.first(1);
       args = args.first(4);
+    } else if (!slots) {
+      // Without max_concurrent the scripts never read the lease key (not
+      // even made for a keyed call), nor the bucket the request id and TTL.
+      keys = keys.first(1);
+      if (kind == decision_script::token_bucket)
+        args = args.first(6);
     }
     std::shared_ptr<connection> sent_on;
     reply_ptr r;
@@ -536,7 +561,7 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
       // slot would stay taken, with no holder, for lease_seconds. The ZREM
       // follows the script on its connection, so Redis runs it after.
       if (slots && sent_on)
-        store_->remove_lease(lease_key, id, to_us(spec_.lease), std::move(sent_on));
+        store_->remove_lease(std::string(lease_key), id, to_us(spec_.lease), std::move(sent_on));
       throw;
     }
     const decision d = decode_decision(store_->name(), kind, *r);
@@ -571,8 +596,8 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
     std::uint64_t token = 0;
     if (slots) {
       token = store_->next_token();
-      store_->add_lease(
-          token, lease_record{lease_key, id, to_us(spec_.lease), steady::now() + spec_.lease / 3});
+      store_->add_lease(token, lease_record{std::string(lease_key), id, to_us(spec_.lease),
+                                            steady::now() + spec_.lease / 3});
     }
     if (micros > 0) {
       const std::int64_t reserved = d.reserved;
@@ -592,7 +617,9 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
                                        ? std::to_string(req.cost * to_us(*spec_.emission_interval))
                                        : std::string(cost);
         const std::string lease_id = slots ? id : std::string();
-        std::vector<std::string_view> undo_keys{rate_key, lease_key};
+        std::vector<std::string_view> undo_keys{rate_key};
+        if (slots)
+          undo_keys.push_back(lease_key);
         std::vector<std::string_view> undo_args{kind, what, amount, lease_id};
         const bool throwing = co_await asio::this_coro::throw_if_cancelled();
         co_await asio::this_coro::throw_if_cancelled(false);
@@ -603,7 +630,7 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
           // Not undone: the rate's slot stays spent (safe); the lease is
           // removed on its own.
           if (token)
-            store_->remove_lease(lease_key, id, to_us(spec_.lease));
+            store_->remove_lease(std::string(lease_key), id, to_us(spec_.lease));
         }
         co_await asio::this_coro::throw_if_cancelled(throwing);
         throw std::system_error(ec);

@@ -54,35 +54,42 @@ std::string encode_script_call(std::string_view head, std::span<const std::strin
   return out;
 }
 
+} // namespace
+
 bool is_noscript(const reply_ptr& r) {
   return r && r->type == REDIS_REPLY_ERROR && reply_text(*r).substr(0, 8) == "NOSCRIPT";
 }
 
-} // namespace
+std::string encode_evalsha(const script& s, std::span<const std::string_view> keys,
+                           std::span<const std::string_view> args) {
+  return encode_script_call(s.evalsha_prefix(), keys, args);
+}
 
 asio::awaitable<script_result> run_script(std::shared_ptr<connection> conn, const script& s,
                                           std::span<const std::string_view> keys,
                                           std::span<const std::string_view> args) {
-  namespace ex = asio::experimental;
-  std::string call = encode_script_call(s.evalsha_prefix(), keys, args);
-  auto [ec, reply] =
-      co_await conn->async_execute(std::move(call), ex::as_tuple(asio::use_awaitable));
+  auto [ec, reply] = co_await conn->async_execute(
+      encode_evalsha(s, keys, args), asio::experimental::as_tuple(asio::use_awaitable));
   if (ec || !is_noscript(reply))
     co_return script_result{ec, std::move(reply)};
+  co_return co_await retry_as_eval(std::move(conn), s, keys, args);
+}
 
-  // The retry is one EVAL: it runs the script and caches it again (the next
-  // EVALSHA finds it) in one atomic step. It used to be SCRIPT LOAD followed
-  // by EVALSHA, and a SCRIPT FLUSH from another client could come between
-  // the two, failing the retry with NOSCRIPT.
-  // (keys and args are read again here: like every reference parameter of
-  // this lazily started coroutine, they must outlive the co_await on it.)
+// The retry is one EVAL: it runs the script and caches it again (the next
+// EVALSHA finds it) in one atomic step. It used to be SCRIPT LOAD followed by
+// EVALSHA, and a SCRIPT FLUSH from another client could come between the two,
+// failing the retry with NOSCRIPT. (keys and args are read again here: like
+// every reference parameter of these lazily started coroutines, they must
+// outlive the co_await on them.)
+asio::awaitable<script_result> retry_as_eval(std::shared_ptr<connection> conn, const script& s,
+                                             std::span<const std::string_view> keys,
+                                             std::span<const std::string_view> args) {
   std::string eval_head;
   append_bulk(eval_head, "EVAL");
   append_bulk(eval_head, s.source());
-  std::string eval = encode_script_call(eval_head, keys, args);
-  auto [retry_ec, retry_reply] =
-      co_await conn->async_execute(std::move(eval), ex::as_tuple(asio::use_awaitable));
-  co_return script_result{retry_ec, std::move(retry_reply)};
+  auto [ec, reply] = co_await conn->async_execute(
+      encode_script_call(eval_head, keys, args), asio::experimental::as_tuple(asio::use_awaitable));
+  co_return script_result{ec, std::move(reply)};
 }
 
 } // namespace ratesync::redis

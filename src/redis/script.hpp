@@ -43,4 +43,15 @@ asio::awaitable<script_result> run_script(std::shared_ptr<connection> conn, cons
                                           std::span<const std::string_view> keys,
                                           std::span<const std::string_view> args);
 
+// run_script's parts, for callers that inline its fast path (one coroutine
+// level less per call): the EVALSHA call encoded; whether a reply is
+// NOSCRIPT; and the retry as EVAL that must then follow on the same
+// connection.
+std::string encode_evalsha(const script& s, std::span<const std::string_view> keys,
+                           std::span<const std::string_view> args);
+bool is_noscript(const reply_ptr& r);
+asio::awaitable<script_result> retry_as_eval(std::shared_ptr<connection> conn, const script& s,
+                                             std::span<const std::string_view> keys,
+                                             std::span<const std::string_view> args);
+
 } // namespace ratesync::redis
