@@ -60,6 +60,15 @@ random.seed(args.seed)
 configs = [  # interval us, burst, margin us
     (100, 50, 10000), (1000, 5, 10000), (2000, 1, 0), (7, 1000, 3000), (100000, 3, 10000),
     (50, 10, 100000), (333, 2, 5000), (3000, 20, 12345), (10, 1, 1999)]
+def decision(r, key):
+    """A reply as {status, wait, tat}: the short forms (0 admitted now, -n
+    refused with retry-after n) expanded, the TAT read from the key."""
+    if r == 0:
+        return [1, 0, int(cmd('GET', key))]
+    if isinstance(r, int):
+        return [0, -r, 0]
+    return r
+
 checks = mismatches = keepttl = admitted_live = 0
 MIN_AFTER = args.min_after_us
 for round_ in range(args.rounds):
@@ -72,14 +81,14 @@ for round_ in range(args.rounds):
         max_wait = random.choice([0, 0, -1, interval * 3, 5000])
         argv = [interval, burst, cost, max_wait, margin, 0, 'id', 1000000]
         t = cmd('TIME')
-        a = cmd('EVALSHA', NEW, 2, kn, 'lease', *argv, t[0], t[1])
-        b = cmd('EVALSHA', OLD, 2, ko, 'lease', *argv, t[0], t[1])
+        a = decision(cmd('EVALSHA', NEW, 2, kn, 'lease', *argv, t[0], t[1]), kn)
+        b = decision(cmd('EVALSHA', OLD, 2, ko, 'lease', *argv, t[0], t[1]), ko)
         if margin >= 2000 and (a != b or cmd('GET', kn) != cmd('GET', ko)):
             mismatches += 1
             print('MISMATCH', interval, burst, margin, argv, a, b, cmd('GET', kn), cmd('GET', ko))
         # The real script (its own TIME), then its key's expiry against its TAT.
         before = cmd('PEXPIRETIME', kr)
-        r = cmd('EVALSHA', REAL, 2, kr, 'lease', *argv)
+        r = decision(cmd('EVALSHA', REAL, 2, kr, 'lease', *argv), kr)
         if r[0] == 1 and before > 0:
             admitted_live += 1
             if cmd('PEXPIRETIME', kr) == before:

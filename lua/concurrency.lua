@@ -7,7 +7,7 @@
 -- ARGV[2]  lease id
 -- ARGV[3]  lease time to live in us
 -- ARGV[4]  margin in us: only lengthens TTLs
--- Returns {1, 0, 0} leased, {2, 0, 0} every slot is leased.
+-- Returns 0 leased, {2, 0, 0} every slot is leased.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -20,4 +20,4 @@ local ttl = math.ceil((expiry - now + tonumber(ARGV[4])) / 1000)
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-return {1, 0, 0}
+return 0

@@ -15,8 +15,9 @@
 -- ARGV[6]  max_concurrent; 0: no concurrency limit
 -- ARGV[7]  request id, unique per call: members are "<id>:<n>"
 -- ARGV[8]  lease time to live in us
--- Returns {1, wait_us, at_us} admitted at at_us (sleep wait_us first),
---         {0, retry_after_us, 0} refused by the window, nothing logged,
+-- Returns 0                      admitted now,
+--         {1, wait_us, at_us}    admitted at at_us, sleep wait_us first (> 0),
+--         -retry_after_us        refused by the window, nothing logged (< 0),
 --         {2, 0, 0}              refused: every slot is leased.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -48,7 +49,7 @@ if n > 0 then
 end
 local wait = at - now
 if max_wait >= 0 and wait > max_wait then
-  return {0, wait, 0}
+  return -wait
 end
 local score = string.format('%.0f', at)
 local args = {}
@@ -67,5 +68,8 @@ if max_concurrent > 0 then
   if redis.call('PTTL', KEYS[2]) < ttl then
     redis.call('PEXPIRE', KEYS[2], ttl)
   end
+end
+if wait == 0 then
+  return 0
 end
 return {1, wait, at}

@@ -14,9 +14,12 @@
 -- ARGV[6]  max_concurrent; 0: no concurrency limit
 -- ARGV[7]  lease id
 -- ARGV[8]  lease time to live in us
--- Returns {1, wait_us, tat_after} admitted (sleep wait_us first),
---         {0, retry_after_us, 0}  refused by the rate, nothing consumed,
+-- Returns 0                       admitted now,
+--         {1, wait_us, tat_after} admitted, sleep wait_us first (> 0),
+--         -retry_after_us         refused by the rate, nothing consumed (< 0),
 --         {2, 0, 0}               refused: every slot is leased.
+-- (The common answers are one integer: no table for Lua to build and
+-- convert, one reply object for the client to allocate instead of four.)
 --
 -- This runs once per decision, so it is written for the server's time
 -- (bench/run_script_bench.sh measures it): a refusal reads and returns, an
@@ -54,7 +57,7 @@ if wait <= 0 then
 else
   local max_wait = ARGV[4] + 0
   if max_wait >= 0 and wait > max_wait then
-    return {0, wait, 0}
+    return -wait
   end
 end
 
@@ -84,5 +87,8 @@ if max_concurrent > 0 then
   if redis.call('PTTL', KEYS[2]) < ttl then
     redis.call('PEXPIRE', KEYS[2], ttl)
   end
+end
+if wait == 0 then
+  return 0
 end
 return {1, wait, new_tat}

@@ -60,10 +60,26 @@ TEST(ScriptReply, TokenBucketAdmittedAtAReservedTime) {
 
 TEST(ScriptReply, RefusalCarriesItsRetryAfter) {
   for (auto script : {decision_script::token_bucket, decision_script::sliding_window}) {
-    reply_ptr r = parse("*3\r\n:0\r\n:999999\r\n:0\r\n");
+    for (const std::string_view bytes : {"*3\r\n:0\r\n:999999\r\n:0\r\n", ":-999999\r\n"}) {
+      reply_ptr r = parse(bytes);
+      const decision d = decode_decision("main", script, *r);
+      EXPECT_EQ(d.status, decision::verdict::refused);
+      EXPECT_EQ(d.wait_us, 999999);
+    }
+  }
+  // The longest retry-after in short form is 100 years.
+  reply_ptr r = parse(":-3153600000000000\r\n");
+  EXPECT_EQ(decode_decision("main", decision_script::token_bucket, *r).wait_us, longest_reply_us);
+}
+
+TEST(ScriptReply, ZeroIsAdmittedNowByEveryScript) {
+  for (auto script : {decision_script::token_bucket, decision_script::sliding_window,
+                      decision_script::concurrency}) {
+    reply_ptr r = parse(":0\r\n");
     const decision d = decode_decision("main", script, *r);
-    EXPECT_EQ(d.status, decision::verdict::refused);
-    EXPECT_EQ(d.wait_us, 999999);
+    EXPECT_EQ(d.status, decision::verdict::admitted);
+    EXPECT_EQ(d.wait_us, 0);
+    EXPECT_EQ(d.reserved, 0);
   }
 }
 
@@ -94,7 +110,9 @@ TEST(ScriptReply, WrongShapesAreStoreErrorsSayingWhatCame) {
     std::string_view says;
   };
   const wrong cases[] = {
-      {":1\r\n", "expected an array of 3 integers, got the integer 1"},
+      {":1\r\n", "the integer 1 (expected 0 or a negative wait)"},
+      {":-3153600000000001\r\n", "the integer -3153600000000001 (a retry-after (us) out of range"},
+      {":-9223372036854775808\r\n", "the integer -9223372036854775808 (a retry-after"},
       {"$-1\r\n", "got a nil"},
       {"*-1\r\n", "got a nil"},
       {"+OK\r\n", "got a status reply"},
@@ -128,6 +146,10 @@ TEST(ScriptReply, ConcurrencyScriptNeverRefusesByRate) {
   const std::string what =
       decision_error("*3\r\n:0\r\n:100\r\n:0\r\n", decision_script::concurrency);
   EXPECT_NE(what.find("unexpected reply to concurrency: status 0"), std::string::npos) << what;
+  const std::string short_form = decision_error(":-100\r\n", decision_script::concurrency);
+  EXPECT_NE(short_form.find("unexpected reply to concurrency: the integer -100 (expected 0)"),
+            std::string::npos)
+      << short_form;
 }
 
 TEST(ScriptReply, StateOfARateLimiter) {

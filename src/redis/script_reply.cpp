@@ -81,8 +81,27 @@ const char* to_string(decision_script s) noexcept {
 
 decision decode_decision(std::string_view store, decision_script script, const redisReply& reply) {
   const std::string_view name = to_string(script);
-  check_shape(store, name, reply, 3);
   decision d;
+  if (reply.type == REDIS_REPLY_INTEGER) {
+    // The short forms: 0 admitted now, -n refused with a retry-after of n us.
+    const long long v = reply.integer;
+    if (v == 0) {
+      d.status = decision::verdict::admitted;
+      return d;
+    }
+    if (v > 0 || script == decision_script::concurrency)
+      unexpected(store, name,
+                 fmt::format("the integer {} (expected 0{})", v,
+                             script == decision_script::concurrency ? "" : " or a negative wait"));
+    if (v < -longest_reply_us)
+      unexpected(store, name,
+                 fmt::format("the integer {} (a retry-after (us) out of range 1..{})", v,
+                             longest_reply_us));
+    d.status = decision::verdict::refused;
+    d.wait_us = static_cast<std::int64_t>(-v);
+    return d;
+  }
+  check_shape(store, name, reply, 3);
   const long long status = reply.element[0]->integer;
   switch (status) {
   case 0:

@@ -22,7 +22,8 @@ enum class decision_script { token_bucket, sliding_window, concurrency };
 
 const char* to_string(decision_script s) noexcept;
 
-// Their reply, {status, wait_us, reserved}.
+// Their reply, {status, wait_us, reserved}, or in short: 0 for {1, 0, 0}
+// (admitted now) and -n for {0, n, 0} (refused, retry after n us).
 struct decision {
   enum class verdict {
     refused = 0,  // by the rate or window; nothing consumed
@@ -38,9 +39,10 @@ struct decision {
   std::int64_t reserved = 0;
 };
 
-// Throws store_error (store `store`) for an error reply, a reply that is not
-// an array of three integers, a status the script never returns (the
-// concurrency script never refuses by rate) or a wait out of range.
+// Throws store_error (store `store`) for an error reply, a reply that is
+// neither an array of three integers nor an integer <= 0, a status the script
+// never returns (the concurrency script never refuses by rate) or a wait out
+// of range.
 decision decode_decision(std::string_view store, decision_script script, const redisReply& reply);
 
 // state.lua's reply, {remaining, retry_after_us, reset_after_us, leases_held},
