@@ -352,7 +352,7 @@ void redis_store::remove_lease(std::string key, std::string id, std::int64_t ttl
 void redis_store::send_removal(pending_removal p, std::shared_ptr<connection> on) {
   if (!on)
     on = pool_->pick();
-  std::vector<std::string_view> argv{"ZREM", p.key, p.id};
+  const std::array<std::string_view, 3> argv{"ZREM", p.key, p.id};
   std::string payload = encode_command(argv);
   unsent_.fetch_add(1, std::memory_order_relaxed);
   on->async_execute(std::move(payload),
