@@ -30,13 +30,23 @@
 // the very same Redis keys). --key-space per-thread gives every thread keys of
 // its own (memory rows: "4 threads on distinct keys").
 //
-// --rate R paces the callers (open loop, R decisions/s in all) and measures
-// each latency from the call's scheduled time, so a late start counts.
+// --rate R paces the callers (open loop, R decisions/s in all): arrivals due
+// every T/R s on each of the T threads, evenly spaced (the threads offset by
+// a fraction of that interval), each handed to an idle caller of its thread;
+// at most --callers in flight per thread. Each latency runs from the
+// arrival's scheduled time, so a late start counts, and an arrival due while
+// every caller is busy waits for one, that wait included (open loop). Every
+// paced call is timed; it counts when scheduled inside the window. Cheap: one
+// timer per thread, not per call (a caller that finishes takes the next due
+// arrival itself; idle callers park without a timer and one dispatcher per
+// thread wakes at the next due arrival, but no more often than every 100 us,
+// to hand them out). So a call may start up to ~100 us (plus the wake-up)
+// after its time when the thread was idle, which its latency includes.
 // --pool one is pool_min_size = pool_max_size = 1; default keeps the store's
 // defaults (2..10 connections, grown under load). On the memory engine a
 // decision never suspends, so one caller per thread runs at a time; latency
-// is then timed on every 16th call (two clock reads would be a third of the
-// cost of a decision).
+// is then timed on every 16th call in closed loop (two clock reads would be a
+// third of the cost of a decision).
 //
 // --rss-keys N: memory engine, one caller: RSS (VmRSS) after 10,000 warm-up
 // acquisitions, after N acquisitions over N distinct keys, and after N more
@@ -48,9 +58,12 @@
 // admission scenario with refusals, a denial scenario without, RSS not flat).
 #include <algorithm>
 #include <array>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <atomic>
@@ -63,10 +76,13 @@
 #include <exception>
 #include <fstream>
 #include <future>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <sys/resource.h>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "ratesync/ratesync.hpp"
@@ -295,36 +311,150 @@ void note_error(thread_state& ts, const char* what) {
     ts.first_error = what;
 }
 
+// Open-loop arrivals of one thread (--rate): due at first + k * interval,
+// handed to the callers of that thread. A caller that finishes a call takes
+// the oldest arrival already due, if any, with no suspension; otherwise it
+// parks (its completion handler goes on the idle list, no timer). One
+// dispatcher per thread (below) wakes at the next due arrival, at most once
+// every `tick`, and hands every due arrival to a parked caller: one timer
+// wait per wake-up, not per call. An arrival due while every caller is busy
+// waits for the first one free, and its latency, measured from its scheduled
+// time, includes that wait. Everything runs on the thread's executor: no
+// locking. Arrivals stop at `until` (scheduled or real time).
+class pacer {
+public:
+  static constexpr steady::duration tick = 100us;
+  static constexpr steady::time_point stop_signal = steady::time_point::max();
+  enum class take_result { due, none_due, done };
+
+  pacer(steady::time_point first, std::chrono::duration<double, std::nano> interval,
+        steady::time_point until)
+      : first_(first), interval_(interval), until_(until), next_(first) {}
+
+  // The oldest arrival due at `now` into `scheduled`; any other due ones go
+  // to parked callers at once (a completion wakes the thread anyway: no need
+  // to wait for the dispatcher's next tick).
+  take_result take(steady::time_point now, steady::time_point& scheduled) {
+    if (finished(now))
+      return take_result::done;
+    if (next_ > now)
+      return take_result::none_due;
+    scheduled = advance();
+    hand_out(now);
+    return take_result::due;
+  }
+
+  // Parks the calling coroutine until the dispatcher hands it an arrival
+  // (its scheduled time) or stop_signal.
+  asio::awaitable<steady::time_point> wait() {
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(steady::time_point)>(
+        park_initiation{this}, asio::use_awaitable);
+  }
+
+  // The dispatcher: every due arrival to a parked caller; then when to wake
+  // up next. stop_signal once arrivals are over (parked callers released).
+  steady::time_point dispatch(steady::time_point now) {
+    if (finished(now)) {
+      for (auto& p : idle_)
+        p->resume(stop_signal);
+      idle_.clear();
+      return stop_signal;
+    }
+    hand_out(now);
+    return std::min(until_, std::max(next_, now + tick));
+  }
+
+private:
+  struct parked {
+    virtual ~parked() = default;
+    virtual void resume(steady::time_point scheduled) = 0;
+  };
+  // Resumed through a post to its own executor: the dispatcher hands out
+  // every due arrival first, then the callers run in turn.
+  template <class Handler> struct parked_handler final : parked {
+    explicit parked_handler(Handler h) : handler(std::move(h)) {}
+    void resume(steady::time_point scheduled) override {
+      auto ex = asio::get_associated_executor(handler);
+      asio::post(ex, [h = std::move(handler), scheduled]() mutable { std::move(h)(scheduled); });
+    }
+    Handler handler;
+  };
+  struct park_initiation {
+    pacer* self;
+    template <class Handler> void operator()(Handler&& h) const {
+      self->idle_.push_back(
+          std::make_unique<parked_handler<std::decay_t<Handler>>>(std::forward<Handler>(h)));
+    }
+  };
+
+  void hand_out(steady::time_point now) {
+    while (!idle_.empty() && next_ <= now) {
+      idle_.back()->resume(advance());
+      idle_.pop_back();
+    }
+  }
+  bool finished(steady::time_point now) const noexcept { return now >= until_ || next_ >= until_; }
+  steady::time_point advance() noexcept {
+    const steady::time_point s = next_;
+    ++count_;
+    next_ = first_ +
+            std::chrono::duration_cast<steady::duration>(interval_ * static_cast<double>(count_));
+    return s;
+  }
+
+  steady::time_point first_;
+  std::chrono::duration<double, std::nano> interval_;
+  steady::time_point until_;
+  steady::time_point next_;
+  std::uint64_t count_ = 0;
+  std::vector<std::unique_ptr<parked>> idle_; // LIFO: the most recently parked first
+};
+
+// One timer for all the paced callers of a thread.
+asio::awaitable<void> dispatcher(pacer* pace) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    const steady::time_point wake = pace->dispatch(steady::now());
+    if (wake == pacer::stop_signal)
+      co_return;
+    timer.expires_at(wake);
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
 // Coroutine parameters by value (the frame outlives the caller's arguments).
-asio::awaitable<void> caller(run_plan plan, thread_state* ts, std::uint64_t seed,
-                             steady::duration pace) {
+// Paced: arrivals from `pace`. Closed loop (pace unused): the next call as soon
+// as this one returns; its own instantiation, so pacing costs it nothing.
+template <bool Paced>
+asio::awaitable<void> caller(run_plan plan, thread_state* ts, std::uint64_t seed, pacer* pace) {
   const args& a = *plan.a;
   std::uint64_t rng = seed;
   const std::uint64_t key_base = a.per_thread_keys ? ts->thread_index * a.keys : 0;
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  // Paced callers start at a random phase of their interval: together they
-  // are spread evenly over it, not in step (in step, all of them fired at the
-  // same instants and measured their own queueing).
-  steady::time_point scheduled = steady::now();
-  if (pace.count() > 0)
-    scheduled += pace * static_cast<std::int64_t>(next_random(rng) % 1024) / 1024 - pace;
   bool counting = false;
+  steady::time_point now = Paced ? steady::now() : steady::time_point{};
   for (std::uint64_t i = 0;; ++i) {
-    const bool timed = (i & plan.timed_mask) == 0;
+    bool timed = true;
     steady::time_point t0{};
-    if (timed) {
-      t0 = steady::now();
-      if (t0 >= plan.until)
-        break;
-      counting = t0 >= plan.measure_from;
-    }
-    if (pace.count() > 0) {
-      scheduled += pace;
-      if (scheduled > t0) {
-        timer.expires_at(scheduled);
-        co_await timer.async_wait(asio::use_awaitable);
+    if constexpr (!Paced) {
+      timed = (i & plan.timed_mask) == 0;
+      if (timed) {
+        t0 = steady::now();
+        if (t0 >= plan.until)
+          break;
+        counting = t0 >= plan.measure_from;
       }
-      t0 = scheduled; // latency from the scheduled start: a late call counts
+    } else {
+      // Paced: every call is timed, from its scheduled time (a late call
+      // counts); counted when scheduled inside the window.
+      const pacer::take_result got = pace->take(now, t0);
+      if (got == pacer::take_result::done)
+        break;
+      if (got == pacer::take_result::none_due) {
+        t0 = co_await pace->wait();
+        if (t0 == pacer::stop_signal)
+          break;
+      }
+      counting = t0 >= plan.measure_from;
     }
     ratesync::acquire_options o;
     if (a.keys > 1 || a.per_thread_keys)
@@ -346,11 +476,14 @@ asio::awaitable<void> caller(run_plan plan, thread_state* ts, std::uint64_t seed
     } catch (const std::exception& e) {
       note_error(*ts, e.what());
     }
+    if constexpr (Paced)
+      now = steady::now();
     if (counting) {
       ++ts->decisions;
       if (timed)
         ts->latency.add(static_cast<std::uint64_t>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - t0).count()));
+            std::chrono::duration_cast<std::chrono::nanoseconds>((Paced ? now : steady::now()) - t0)
+                .count()));
     }
   }
 }
@@ -511,11 +644,10 @@ int main(int argc, char** argv) {
   const auto until = measure_from + std::chrono::duration_cast<steady::duration>(
                                         std::chrono::duration<double>(a.seconds));
   const run_plan plan{lim, &a, measure_from, until, redis ? 0u : 15u};
-  const int total_callers = a.callers * a.threads;
-  const steady::duration pace = a.rate > 0
-                                    ? std::chrono::duration_cast<steady::duration>(
-                                          std::chrono::duration<double>(total_callers / a.rate))
-                                    : steady::duration::zero();
+  // Paced: each thread's arrivals are R / T per second, evenly spaced, the
+  // threads' sequences offset by a fraction of the interval from one another.
+  const std::chrono::duration<double, std::nano> interval{a.rate > 0 ? 1e9 * a.threads / a.rate
+                                                                     : 0.0};
 
   std::vector<thread_state> states(static_cast<std::size_t>(a.threads));
   std::vector<std::thread> workers;
@@ -523,28 +655,45 @@ int main(int argc, char** argv) {
     states[static_cast<std::size_t>(t)].thread_index = static_cast<std::uint64_t>(t);
     workers.emplace_back([&, t] {
       thread_state* ts = &states[static_cast<std::size_t>(t)];
+      std::optional<pacer> paced;
+      if (a.rate > 0)
+        paced.emplace(start + std::chrono::duration_cast<steady::duration>(
+                                  interval * (static_cast<double>(t) / a.threads)),
+                      interval, until);
+      pacer* pace = paced ? &*paced : nullptr;
       if (a.io_thread) {
         // The callers run on the store's own I/O thread: no thread hand-off
-        // per decision. This thread waits for them.
-        std::atomic<int> left{a.callers};
+        // per decision. This thread waits for them (and the dispatcher).
+        std::atomic<int> left{a.callers + (pace ? 1 : 0)};
         std::promise<void> all_done;
+        auto one_done = [&](std::exception_ptr) {
+          if (--left == 0)
+            all_done.set_value();
+        };
         for (int c = 0; c < a.callers; ++c) {
           const auto seed = static_cast<std::uint64_t>(c);
-          asio::co_spawn(lim.io_executor(), caller(plan, ts, seed * 7919u + 1, pace),
-                         [&](std::exception_ptr) {
-                           if (--left == 0)
-                             all_done.set_value();
-                         });
+          if (pace)
+            asio::co_spawn(lim.io_executor(), caller<true>(plan, ts, seed * 7919u + 1, pace),
+                           one_done);
+          else
+            asio::co_spawn(lim.io_executor(), caller<false>(plan, ts, seed * 7919u + 1, pace),
+                           one_done);
         }
+        if (pace)
+          asio::co_spawn(lim.io_executor(), dispatcher(pace), one_done);
         all_done.get_future().wait();
         return;
       }
       asio::io_context ctx(1);
       for (int c = 0; c < a.callers; ++c) {
         const auto seed = static_cast<std::uint64_t>(t) * 1'000'003u + static_cast<unsigned>(c);
-        // Callers start spread over one pace interval (open loop).
-        asio::co_spawn(ctx, caller(plan, ts, seed * 7919u + 1, pace), asio::detached);
+        if (pace)
+          asio::co_spawn(ctx, caller<true>(plan, ts, seed * 7919u + 1, pace), asio::detached);
+        else
+          asio::co_spawn(ctx, caller<false>(plan, ts, seed * 7919u + 1, pace), asio::detached);
       }
+      if (pace)
+        asio::co_spawn(ctx, dispatcher(pace), asio::detached);
       ctx.run();
     });
   }
