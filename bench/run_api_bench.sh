@@ -197,7 +197,7 @@ reference_r() { # strategy keys -> -r value ("" for none)
 }
 
 ROWS="$RESULTS_DIR/rows.csv"
-echo "kind,row,rep,decisions_per_s,p50_us,p99_us,p999_us,client_cpu_us,server_usec_per_call,evalsha_calls,decisions,conns,server_cpu_us,loadavg,ref_c,ref_p" >"$ROWS"
+echo "kind,row,rep,decisions_per_s,p50_us,p99_us,p999_us,client_cpu_us,server_usec_per_call,evalsha_calls,decisions,conns,server_cpu_us,loadavg,ref_c,ref_p,service_p50_us,service_p99_us" >"$ROWS"
 
 # One reference run: $1 row $2 rep $3 C $4 P $5 n $6 r, rest: EVALSHA words.
 run_ref() {
@@ -240,7 +240,7 @@ run_ref() {
   local cpu_us server_us
   cpu_us="$(awk -v u="$user" -v s="$sys" -v n="$n" 'BEGIN{printf "%.3f", (u+s)*1e6/n}')"
   server_us="$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v n="$calls" 'BEGIN{printf "%.3f", n ? (b-a)/hz*1e6/n : 0}')"
-  echo "ref,$row,$rep,$rps,$p50,$p99,,$cpu_us,$upc,$calls,$n,$c,$server_us,$la,$c,$p" >>"$ROWS"
+  echo "ref,$row,$rep,$rps,$p50,$p99,,$cpu_us,$upc,$calls,$n,$c,$server_us,$la,$c,$p,," >>"$ROWS"
   printf '  %-50s rep %s ref : %9s/s  p50 %7s us  p99 %8s us             client %6s us/dec  evalsha %5s us  (-c %s -P %s, load %s)\n' \
     "$row" "$rep" "$rps" "$p50" "$p99" "$cpu_us" "$upc" "$c" "$p" "$la"
 }
@@ -274,9 +274,9 @@ run_ours() {
   conns="$(awk -v b="$base_clients" '{print $1 - b}' "$conns_file" 2>/dev/null || echo "")"
   local calls upc failed
   read -r calls upc failed < <(evalsha_stats)
-  local line dps p50 p99 p999 cpu decisions
+  local line dps p50 p99 p999 cpu decisions sp50 sp99
   line="$(grep '^csv,' "$base.out" || true)"
-  IFS=, read -r dps p50 p99 p999 cpu decisions < <(echo "$line" | awk -F, '{print $16 "," $17 "," $18 "," $19 "," $21 "," $12}')
+  IFS=, read -r dps p50 p99 p999 cpu decisions sp50 sp99 < <(echo "$line" | awk -F, '{print $16 "," $17 "," $18 "," $19 "," $21 "," $12 "," $25 "," $26}')
   if [[ -z "$line" ]] || ! awk -v d="$dps" -v p="$p50" 'BEGIN{exit !(d > 0 && p > 0)}'; then
     fail "$row: api_bench printed no figures"
     return
@@ -286,7 +286,7 @@ run_ours() {
   fi
   local server_us
   server_us="$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v n="$calls" 'BEGIN{printf "%.3f", n ? (b-a)/hz*1e6/n : 0}')"
-  echo "ours,$row,$rep,$dps,$p50,$p99,$p999,$cpu,$upc,$calls,$decisions,$conns,$server_us,$la,," >>"$ROWS"
+  echo "ours,$row,$rep,$dps,$p50,$p99,$p999,$cpu,$upc,$calls,$decisions,$conns,$server_us,$la,,,$sp50,$sp99" >>"$ROWS"
   printf '  %-50s rep %s ours: %9s/s  p50 %7s us  p99 %8s us  p99.9 %8s  client %6s us/dec  evalsha %5s us  (%s conns, load %s)\n' \
     "$row" "$rep" "$dps" "$p50" "$p99" "$p999" "$cpu" "$upc" "${conns:-?}" "$la"
 }
@@ -411,11 +411,17 @@ if ((REDIS)); then
       IFS=/ read -r _ _ callers keys pool <<<"$SAT_ROW"
       HALF=$((SAT / 2))
       echo "half load: $HALF decisions/s, half of $SAT ($SAT_ROW, the highest token-bucket median above)"
-      for rep in $(seq 1 "$REPS"); do
-        pool_args=(--pool "$pool")
-        [[ "$pool" == io ]] && pool_args=(--pool one --io-thread)
-        run_ours "half_load/$HALF/$callers/$keys/$pool" "$rep" --strategy token_bucket --scenario admit \
-          --callers "$callers" --keys "$keys" "${pool_args[@]}" --rate "$HALF"
+      # In the saturating row's mode, and with the callers on the I/O thread
+      # (the low-latency mode: no hand-off between threads).
+      modes=("$pool")
+      [[ "$pool" != io ]] && modes+=(io)
+      for mode in "${modes[@]}"; do
+        for rep in $(seq 1 "$REPS"); do
+          pool_args=(--pool "$mode")
+          [[ "$mode" == io ]] && pool_args=(--pool one --io-thread)
+          run_ours "half_load/$HALF/$callers/$keys/$mode" "$rep" --strategy token_bucket --scenario admit \
+            --callers "$callers" --keys "$keys" "${pool_args[@]}" --rate "$HALF"
+        done
       done
     fi
   fi
@@ -478,7 +484,7 @@ awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
   function label(row,   f, s) {
     split(row, f, "/")
     if (f[1] == "half_load") return sprintf("token bucket paced at %s/s (half load), %s callers, %s, %s", k(f[2]), f[3],
-      f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : "default pool")
+      f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : "default pool")
     s = f[1] == "token_bucket" ? "token bucket" : f[1] == "sliding_window" ? "sliding window" : "bucket + max_concurrent"
     return sprintf("%s, %s, %s caller%s, %s, %s", s, f[2], f[3], f[3] == 1 ? "" : "s",
       f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : "default pool")
@@ -486,7 +492,7 @@ awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
   FILENAME == ARGV[1] && FNR > 1 {
     key = $2 SUBSEP $1
     if (!((key) in seen)) { seen[key] = 1; if ($1 == "ours" && !($2 in rowseen)) { rowseen[$2] = 1; order[++nrows] = $2 } }
-    dps[key] = dps[key] " " $4; p50[key] = p50[key] " " $5; p99[key] = p99[key] " " $6
+    dps[key] = dps[key] " " $4; p50[key] = p50[key] " " $5; p99[key] = p99[key] " " $6; sp99[key] = sp99[key] " " $18
     if ($7 != "") p999[key] = p999[key] " " $7
     cpu[key] = cpu[key] " " $8; upc[key] = upc[key] " " $9
     if ($12 != "") conns[key] = conns[key] " " $12
@@ -550,8 +556,8 @@ awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
       for (i = 1; i <= nrows; i++) {
         r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"
         if (g[1] == "half_load")
-          printf "- p99 under 1 ms at half of the saturated throughput (%s/s): %.0f us %s\n", g[2], med(p99[o]),
-            (med(p99[o]) < 1000 ? "MET" : "not met")
+          printf "- p99 under 1 ms at half of the saturated throughput, %s: %.0f us %s (from each call'"'"'s actual start, without the pacer'"'"'s lateness: %.0f us)\n", label(r), med(p99[o]),
+            (med(p99[o]) < 1000 ? "MET" : "not met"), med(sp99[o])
       }
     }
     # Memory engine rows.
