@@ -172,10 +172,11 @@ connected_clients() { cli INFO clients | tr -d '\r' | sed -n 's/^connected_clien
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
 
 # The keys and ARGV our engine sends for a strategy / scenario / key count
-# (redis_engine.cpp: keys "{prefix}:{<limiter>|<key>}:tb|sw" and ":cc"; ARGV
-# interval or window in us, burst or limit, cost, longest wait (-1: acquire
-# without timeout; 0: try_acquire with timeout 0), margin 10 ms, max_concurrent,
-# request id, lease time to live 30 s). The limits are api_bench's: admit
+# (redis_engine.cpp: keys "{prefix}:{<limiter>|<key>}:tb|sw", and ":cc" with
+# max_concurrent; ARGV interval or window in us, burst or limit, cost, longest
+# wait (-1: acquire without timeout; 0: try_acquire with timeout 0), margin
+# 10 ms, max_concurrent, then (with max_concurrent, or for the window) request
+# id and lease time to live 30 s). The limits are api_bench's: admit
 # 1e8/s burst 1e9 (1 us), or 1e9 per 100 ms; deny 1 per 8 s.
 reference_args() { # strategy scenario keys -> words after EVALSHA <sha>
   local strat="$1" scen="$2" keys="$3" suffix=tb p1 p2 wait maxc=0 id="0123456789abcdef-1a2b" tag
@@ -190,7 +191,15 @@ reference_args() { # strategy scenario keys -> words after EVALSHA <sha>
   # The sliding window logs "<id>:<n>" per admission: ids must differ per call.
   [[ "$strat" == sliding_window ]] && id="0123456789abcdef-__rand_int__"
   if [[ "$keys" == 1 ]]; then tag="{bench}"; else tag="{bench|__rand_int__}"; fi
-  echo "2 rate_limit:$tag:$suffix rate_limit:$tag:cc $p1 $p2 1 $wait 10000 $maxc $id 30000000"
+  # Without max_concurrent the engine sends no lease key, and the bucket
+  # neither the request id nor the lease time to live.
+  if [[ "$strat" == token_bucket_concurrent ]]; then
+    echo "2 rate_limit:$tag:$suffix rate_limit:$tag:cc $p1 $p2 1 $wait 10000 $maxc $id 30000000"
+  elif [[ "$strat" == sliding_window ]]; then
+    echo "1 rate_limit:$tag:$suffix $p1 $p2 1 $wait 10000 0 $id 30000000"
+  else
+    echo "1 rate_limit:$tag:$suffix $p1 $p2 1 $wait 10000 0"
+  fi
 }
 reference_r() { # strategy keys -> -r value ("" for none)
   if [[ "$2" != 1 ]]; then echo "$2"; elif [[ "$1" == sliding_window ]]; then echo 2000000000; else echo ""; fi
@@ -210,6 +219,7 @@ run_ref() {
   echo "${cmd[*]}" >"$base.cmd"
   cli FLUSHALL >/dev/null
   cli CONFIG RESETSTAT >/dev/null
+  cli LATENCY RESET >/dev/null # (events are recorded only for the half-load rows)
   local la t0 t1 TIMEFORMAT='%R %U %S'
   la="$(loadavg)"
   t0="$(server_ticks)"
@@ -255,6 +265,7 @@ run_ours() {
   echo "${cmd[*]}" >"$base.cmd"
   cli FLUSHALL >/dev/null
   cli CONFIG RESETSTAT >/dev/null
+  cli LATENCY RESET >/dev/null # (events are recorded only for the half-load rows)
   local la t0 t1 base_clients conns_file="$base.conns"
   la="$(loadavg)"
   base_clients="$(connected_clients)"
@@ -411,18 +422,31 @@ if ((REDIS)); then
       IFS=/ read -r _ _ callers keys pool <<<"$SAT_ROW"
       HALF=$((SAT / 2))
       echo "half load: $HALF decisions/s, half of $SAT ($SAT_ROW, the highest token-bucket median above)"
-      # In the saturating row's mode, and with the callers on the I/O thread
-      # (the low-latency mode: no hand-off between threads).
+      # In the saturating row's mode and with the callers on the I/O thread
+      # (the low-latency mode: no hand-off between threads); on its keys and on
+      # the other key count (1 or 10,000). Redis's own stalls of 1 ms or more
+      # (LATENCY LATEST, e.g. its active expire cycle deleting the keys that
+      # recovered) are recorded for each run.
       modes=("$pool")
       [[ "$pool" != io ]] && modes+=(io)
-      for mode in "${modes[@]}"; do
-        for rep in $(seq 1 "$REPS"); do
-          pool_args=(--pool "$mode")
-          [[ "$mode" == io ]] && pool_args=(--pool one --io-thread)
-          run_ours "half_load/$HALF/$callers/$keys/$mode" "$rep" --strategy token_bucket --scenario admit \
-            --callers "$callers" --keys "$keys" "${pool_args[@]}" --rate "$HALF"
+      key_counts=("$keys")
+      if [[ "$keys" == 1 ]]; then key_counts+=(10000); else key_counts+=(1); fi
+      cli CONFIG SET latency-monitor-threshold 1 >/dev/null
+      for k in "${key_counts[@]}"; do
+        for mode in "${modes[@]}"; do
+          for rep in $(seq 1 "$REPS"); do
+            pool_args=(--pool "$mode")
+            [[ "$mode" == io ]] && pool_args=(--pool one --io-thread)
+            run_ours "half_load/$HALF/$callers/$k/$mode" "$rep" --strategy token_bucket --scenario admit \
+              --callers "$callers" --keys "$k" "${pool_args[@]}" --rate "$HALF"
+            # LATENCY LATEST: name, time, latest ms, max ms per event.
+            echo "half_load/$HALF/$callers/$k/$mode,$rep,$(cli LATENCY LATEST |
+              awk 'NR % 4 == 1 { n = $0 } NR % 4 == 0 { printf "%s%s %s ms", sep, n, $0; sep = "; " }')" \
+              >>"$RESULTS_DIR/server_latency_events.csv"
+          done
         done
       done
+      cli CONFIG SET latency-monitor-threshold 0 >/dev/null
     fi
   fi
 fi
@@ -590,6 +614,13 @@ awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
           m[3], m[5], m[6], m[4], m[4], m[7], m[4], m[8]
     }
   }' "$ROWS" | tee "$RESULTS_DIR/summary.md"
+if [[ -s "$RESULTS_DIR/server_latency_events.csv" ]]; then
+  {
+    echo
+    echo "Redis's own stalls of 1 ms or more during the half-load runs (LATENCY LATEST: event, longest):"
+    awk -F, '{ printf "- %s rep %s: %s\n", $1, $2, ($3 == "" ? "none" : $3) }' "$RESULTS_DIR/server_latency_events.csv"
+  } | tee -a "$RESULTS_DIR/summary.md"
+fi
 
 T_END=$(date +%s)
 echo
