@@ -286,9 +286,17 @@ public:
   }
 
   void send_command(const std::vector<std::string>& args) {
-    std::string out = "*" + std::to_string(args.size()) + "\r\n";
+    // Appended piece by piece: g++ 12 -O3 reports a false -Wrestrict on
+    // "literal" + std::to_string(...).
+    std::string out = "*";
+    out += std::to_string(args.size());
+    out += "\r\n";
     for (const auto& a : args) {
-      out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+      out += '$';
+      out += std::to_string(a.size());
+      out += "\r\n";
+      out += a;
+      out += "\r\n";
     }
     std::size_t sent = 0;
     while (sent < out.size()) {
