@@ -97,7 +97,7 @@ if [[ -z "$BENCH" ]]; then
       -DRATESYNC_BUILD_TESTS=OFF -DRATESYNC_BUILD_EXAMPLES=OFF >/dev/null
   fi
   echo "building api_bench in $BUILD_DIR ..."
-  if ! nice -n 10 cmake --build "$BUILD_DIR" --target api_bench --parallel "${BUILD_JOBS:-2}" \
+  if ! nice -n 10 cmake --build "$BUILD_DIR" --target api_bench spin_gaps --parallel "${BUILD_JOBS:-2}" \
     >"$BUILD_DIR/api_bench_build.log" 2>&1; then
     tail -n 40 "$BUILD_DIR/api_bench_build.log" >&2
     echo "run_api_bench.sh: building api_bench failed (log: $BUILD_DIR/api_bench_build.log)" >&2
@@ -447,6 +447,12 @@ if ((REDIS)); then
         done
       done
       cli CONFIG SET latency-monitor-threshold 0 >/dev/null
+      # The machine's own stalls, for comparison (spin_gaps sits next to
+      # api_bench; a --bench-bin elsewhere may have none).
+      GAPS_BIN="$(dirname "$BENCH")/spin_gaps"
+      if [[ -x "$GAPS_BIN" ]]; then
+        "$GAPS_BIN" 5 | tee "$RESULTS_DIR/spin_gaps.out"
+      fi
     fi
   fi
 fi
@@ -619,6 +625,11 @@ if [[ -s "$RESULTS_DIR/server_latency_events.csv" ]]; then
     echo
     echo "Redis's own stalls of 1 ms or more during the half-load runs (LATENCY LATEST: event, longest):"
     awk -F, '{ printf "- %s rep %s: %s\n", $1, $2, ($3 == "" ? "none" : $3) }' "$RESULTS_DIR/server_latency_events.csv"
+    if [[ -s "$RESULTS_DIR/spin_gaps.out" ]]; then
+      echo
+      echo "The machine's own stalls (bench/spin_gaps.cpp, one thread reading the clock in a loop, after those runs):"
+      echo "$(cat "$RESULTS_DIR/spin_gaps.out")"
+    fi
   } | tee -a "$RESULTS_DIR/summary.md"
 fi
 
