@@ -663,6 +663,74 @@ TEST(RedisKeys, ReleaseJustBeforeShutdownReachesRedis) {
   EXPECT_EQ(srv.query({"ZCARD", "shutdown:{cc}:cc"}).integer, 0) << "lease left behind";
 }
 
+// Releases made close together go out as one ZREM per leases key, and none is
+// overtaken by the decision its caller makes next: with one slot, release
+// and take it again, 300 times, never refused.
+std::int64_t zrem_calls(redis_server& srv) {
+  const std::string info = srv.command({"INFO", "commandstats"});
+  const auto at = info.find("cmdstat_zrem:calls=");
+  return at == std::string::npos ? 0 : std::stoll(info.substr(at + 19));
+}
+
+TEST(RedisKeys, ReleasesMadeTogetherGoOutAsOneZremPerKey) {
+  redis_server srv;
+  registry reg;
+  reg.configure_store("r", redis_store(srv, "batch"));
+  reg.configure_limiter("cc", slots(100));
+  const limiter l = reg.get_limiter("cc");
+  std::vector<acquire_result> held;
+  for (int i = 0; i < 50; ++i) {
+    held.push_back(try_now(l));
+    ASSERT_TRUE(held.back().allowed);
+  }
+  ASSERT_EQ(srv.query({"ZCARD", "batch:{cc}:cc"}).integer, 50);
+  srv.command({"CONFIG", "RESETSTAT"});
+  for (auto& a : held)
+    a.permit.release();
+  EXPECT_TRUE(eventually([&] {
+    return srv.query({"ZCARD", "batch:{cc}:cc"}).integer == 0;
+  })) << "leases left behind";
+  const std::int64_t zrems = zrem_calls(srv);
+  EXPECT_GE(zrems, 1);
+  EXPECT_LT(zrems, 50) << "one ZREM per release: releases were not batched";
+  std::printf("50 releases in a row: %lld ZREM command(s)\n", static_cast<long long>(zrems));
+}
+
+TEST(RedisKeys, AReleaseIsNeverOvertakenByTheNextDecision) {
+  redis_server srv;
+  registry reg;
+  reg.configure_store("r", redis_store(srv, "order"));
+  reg.configure_limiter("one", slots(1));
+  const limiter l = reg.get_limiter("one");
+  // From the test's thread (the requests cross to the store's thread)...
+  for (int i = 0; i < 300; ++i) {
+    acquire_result a = try_now(l);
+    ASSERT_TRUE(a.allowed) << "refused at round " << i << ": the previous release came after";
+    a.permit.release();
+  }
+  // ...and on the store's own thread, where a decision is written at once
+  // and the releases' own flush would come after it.
+  std::promise<int> refused_at;
+  asio::co_spawn(
+      l.io_executor(),
+      [l]() -> asio::awaitable<int> {
+        acquire_options o;
+        o.timeout = seconds_d(0);
+        for (int i = 0; i < 300; ++i) {
+          acquire_result a = co_await l.try_acquire(o);
+          if (!a.allowed)
+            co_return i;
+          a.permit.release();
+        }
+        co_return -1;
+      },
+      [&refused_at](std::exception_ptr e, int at) { refused_at.set_value(e ? -2 : at); });
+  auto f = refused_at.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(f.get(), -1) << "refused (or failed: -2) on the store's thread";
+  EXPECT_TRUE(eventually([&] { return srv.query({"ZCARD", "order:{one}:cc"}).integer == 0; }));
+}
+
 // ---------------------------------------------------------------------------
 // Key layout: "<prefix>:{<limiter>[|<key>]}:<tb|sw|cc>", caller keys opaque
 

@@ -582,7 +582,7 @@ void connection::flush_ready() noexcept {
       // Held across post(): the handlers may run, release their own work
       // and let that io_context's run() return before post() has returned
       // here (see handler_request::complete).
-      const auto work = asio::prefer(ex, asio::execution::outstanding_work.tracked);
+      const auto work = asio::prefer(ex, asio::execution::outstanding_work_t::tracked);
       asio::post(work, std::move(batch));
     } catch (...) {
     }

@@ -208,17 +208,17 @@ public:
   // other threads are handed over when the batch is done: one hand-off, one
   // write for all of them, as a single-threaded client writes what its reply
   // handlers queued once they have all run.
-  static void defer_drain(std::shared_ptr<connection> c) { current_->push_back(std::move(c)); }
-  static bool deferring_drains() noexcept { return current_ != nullptr; }
+  static void defer_drain(std::shared_ptr<connection> c) { current()->push_back(std::move(c)); }
+  static bool deferring_drains() noexcept { return current() != nullptr; }
 
 private:
   class deferring {
   public:
-    deferring() noexcept : outer_(std::exchange(current_, &drains_)) {}
+    deferring() noexcept : outer_(std::exchange(current(), &drains_)) {}
     deferring(const deferring&) = delete;
     deferring& operator=(const deferring&) = delete;
     ~deferring() {
-      current_ = outer_;
+      current() = outer_;
       for (auto& c : drains_) {
         try {
           c->post_drain();
@@ -232,7 +232,12 @@ private:
     std::vector<std::shared_ptr<connection>>* outer_;
   };
 
-  static inline thread_local std::vector<std::shared_ptr<connection>>* current_ = nullptr;
+  // The drains of the batch running on this thread, if one is.
+  static std::vector<std::shared_ptr<connection>>*& current() noexcept {
+    // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): one per thread, by design
+    thread_local std::vector<std::shared_ptr<connection>>* drains = nullptr;
+    return drains;
+  }
   std::vector<queued_request*> requests_;
 };
 

@@ -3,8 +3,10 @@
 // breaker. The transport (connection, pool) knows nothing of limiters.
 #include "redis/redis_engine.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
+#include <iterator>
 #include <span>
 
 #include <asio/co_spawn.hpp>
@@ -166,7 +168,8 @@ public:
   // renewal loop) until Redis answers or the lease has expired by itself
   // (`ttl_us`): a lease left behind keeps its slot taken for lease_seconds
   // with no holder. `on`: the connection a lost script call went to, so that
-  // the ZREM follows the script there.
+  // the ZREM follows the script there (sent at once); without it the removal
+  // is queued with the other releases (queue_release).
   void remove_lease(std::string key, std::string id, std::int64_t ttl_us,
                     std::shared_ptr<connection> on = nullptr);
   void add_lease(std::uint64_t token, lease_record r);
@@ -221,6 +224,16 @@ private:
     steady::time_point give_up;
   };
   void send_removal(pending_removal p, std::shared_ptr<connection> on);
+  // Releases wait in `releases_` so that those made close together go out as
+  // one ZREM per leases key: sent by the store's next decision on its own
+  // connection, before its script (a release is never overtaken by a
+  // decision its caller makes after it), or else by a flush posted to the I/O
+  // thread when the first one arrives.
+  void queue_release(pending_removal p);
+  void send_releases(const std::shared_ptr<connection>& on);
+  std::mutex releases_mu_;
+  std::vector<pending_removal> releases_;
+  std::atomic<bool> releases_waiting_{false};
   std::mutex removals_mu_;
   std::vector<pending_removal> removals_; // failed ZREMs, for the next retry
   steady::time_point next_retry_{};
@@ -302,6 +315,8 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
   auto conn = pool_->pick();
   if (sent_on != nullptr)
     *sent_on = conn;
+  if (releases_waiting_.load(std::memory_order_acquire))
+    send_releases(conn);
   // run_script() inlined: one coroutine level less on every decision.
   auto [ec, reply] = co_await conn->async_execute(encode_evalsha(s, keys, args),
                                                   ex::as_tuple(asio::use_awaitable));
@@ -345,8 +360,69 @@ void redis_store::send_script(const script& s, std::vector<std::string> keys,
 
 void redis_store::remove_lease(std::string key, std::string id, std::int64_t ttl_us,
                                std::shared_ptr<connection> on) {
-  send_removal({std::move(key), std::move(id), steady::now() + std::chrono::microseconds(ttl_us)},
-               std::move(on));
+  pending_removal p{std::move(key), std::move(id),
+                    steady::now() + std::chrono::microseconds(ttl_us)};
+  if (on)
+    send_removal(std::move(p), std::move(on));
+  else
+    queue_release(std::move(p));
+}
+
+void redis_store::queue_release(pending_removal p) {
+  unsent_.fetch_add(1, std::memory_order_relaxed);
+  bool first = false;
+  {
+    std::lock_guard lk(releases_mu_);
+    first = releases_.empty();
+    releases_.push_back(std::move(p));
+    releases_waiting_.store(true, std::memory_order_release);
+  }
+  // `this`: the store outlives ctx_'s handlers (see send_script).
+  if (first)
+    asio::post(ctx_, [this] { send_releases(nullptr); });
+}
+
+void redis_store::send_releases(const std::shared_ptr<connection>& on) {
+  std::vector<pending_removal> all;
+  {
+    std::lock_guard lk(releases_mu_);
+    all.swap(releases_);
+    releases_waiting_.store(false, std::memory_order_relaxed);
+  }
+  if (all.empty())
+    return;
+  std::stable_sort(all.begin(), all.end(), [](const pending_removal& a, const pending_removal& b) {
+    return a.key < b.key;
+  });
+  // One ZREM per key, of at most this many members.
+  constexpr std::size_t most = 512;
+  std::vector<std::string_view> argv;
+  for (std::size_t i = 0; i < all.size();) {
+    std::size_t j = i + 1;
+    while (j < all.size() && j - i < most && all[j].key == all[i].key)
+      ++j;
+    argv.assign({"ZREM", all[i].key});
+    for (std::size_t k = i; k < j; ++k)
+      argv.emplace_back(all[k].id);
+    std::string payload = encode_command(argv);
+    std::vector<pending_removal> group(
+        std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(i)),
+        std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(j)));
+    const std::shared_ptr<connection> conn = on ? on : pool_->pick();
+    conn->async_execute(std::move(payload), [this, group = std::move(group)](std::error_code ec,
+                                                                             reply_ptr r) mutable {
+      const bool answered = !ec && r && r->type != REDIS_REPLY_ERROR;
+      if (!answered && ec != errc::shutting_down) {
+        const auto now = steady::now();
+        std::lock_guard lk(removals_mu_);
+        for (auto& p : group)
+          if (now < p.give_up)
+            removals_.push_back(std::move(p));
+      }
+      unsent_.fetch_sub(static_cast<std::int64_t>(group.size()), std::memory_order_release);
+    });
+    i = j;
+  }
 }
 
 void redis_store::send_removal(pending_removal p, std::shared_ptr<connection> on) {
