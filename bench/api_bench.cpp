@@ -20,7 +20,7 @@
 // costs no thread hand-off.
 //
 // Limits: `admit` sets them so high that every decision admits (token bucket
-// 1e8/s with a burst of 1e9; sliding window 1e9 per 0.1 s; concurrency 1e6);
+// 1e8/s with a burst of 1e9; sliding window 1e6 per 0.1 s; concurrency 1e6);
 // `deny` sets a tiny one (1 per 8 s, burst/limit 1) and asks with timeout 0,
 // so after each key's first admission every decision is a refusal.
 //
@@ -526,7 +526,7 @@ ratesync::limiter_options limiter_for(const args& a, const std::string& store) {
   o.fail_closed = true; // a store failure is an error here, not an admission
   if (a.strat == strategy::sliding_window) {
     o.algo = ratesync::algorithm::sliding_window;
-    o.limit = a.deny ? 1 : 1'000'000'000;
+    o.limit = a.deny ? 1 : 1'000'000;
     o.window_seconds = a.deny ? 8.0 : 0.1;
   } else {
     o.rate_per_second = a.deny ? 0.125 : 1e8; // 8 s / 1 us between tokens

@@ -22,7 +22,7 @@ registry& reg() {
     r->configure_limiter("bucket", bucket);
     limiter_options window;
     window.algo = algorithm::sliding_window;
-    window.limit = 1'000'000'000;
+    window.limit = 1'000'000;
     window.window_seconds = 1e-6;
     r->configure_limiter("window", window);
     limiter_options both = bucket;

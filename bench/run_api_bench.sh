@@ -177,13 +177,13 @@ loadavg() { cut -d' ' -f1 /proc/loadavg; }
 # wait (-1: acquire without timeout; 0: try_acquire with timeout 0), margin
 # 10 ms, max_concurrent, then (with max_concurrent, or for the window) request
 # id and lease time to live 30 s). The limits are api_bench's: admit
-# 1e8/s burst 1e9 (1 us), or 1e9 per 100 ms; deny 1 per 8 s.
+# 1e8/s burst 1e9 (1 us), or 1e6 per 100 ms; deny 1 per 8 s.
 reference_args() { # strategy scenario keys -> words after EVALSHA <sha>
   local strat="$1" scen="$2" keys="$3" suffix=tb p1 p2 wait maxc=0 id="0123456789abcdef-1a2b" tag
   [[ "$strat" == sliding_window ]] && suffix=sw
   if [[ "$scen" == admit ]]; then
     wait=-1
-    if [[ "$strat" == sliding_window ]]; then p1=100000 p2=1000000000; else p1=1 p2=1000000000; fi
+    if [[ "$strat" == sliding_window ]]; then p1=100000 p2=1000000; else p1=1 p2=1000000000; fi
   else
     wait=0 p1=8000000 p2=1
   fi

@@ -32,7 +32,10 @@ namespace {
 // Largest rate, window, limit and refill time we accept: beyond it integer
 // microsecond arithmetic in the engines would lose precision or overflow.
 constexpr double max_magnitude = 1e9;
-constexpr std::int64_t max_limit = 1'000'000'000;
+// A sliding window logs every admission it holds (an entry in memory, a zset
+// member on Redis), and a call of cost n logs n of them: the limit bounds
+// that log, and so the memory and the script time one call can take.
+constexpr std::int64_t max_limit = 1'000'000;
 // Longest socket timeout, health-check interval and lease, in seconds, and
 // largest timing margin, in ms: beyond them a duration in integer nanoseconds
 // (or microseconds) would overflow, and a margin turned negative on x86.
@@ -197,7 +200,9 @@ void validate(const std::string& name, const limiter_options& o) {
   if (o.limit) {
     c.int_at_least("limit", *o.limit, 1);
     if (*o.limit > max_limit)
-      c.fail("limit", fmt::format("must be <= {} (got {})", max_limit, *o.limit));
+      c.fail("limit", fmt::format("must be <= {} (got {}): a sliding window logs each admission "
+                                  "it holds",
+                                  max_limit, *o.limit));
   }
   if (o.window_seconds) {
     c.finite_at_least("window_seconds", *o.window_seconds, 0.0, true);

@@ -471,7 +471,7 @@ std::vector<limiter_case> bad_limiter_options() {
          window(60)(o);
          o.limit = i64_max;
        },
-       "limit", "must be <= 1000000000"},
+       "limit", "must be <= 1000000 (got 9223372036854775807)"},
       {"timeout -1", timeout(-1), "timeout", "must be >= 0 (got -1)"},
       {"timeout nan", timeout(nan_v), "timeout", "must be a finite number (got nan)"},
       {"timeout inf", timeout(inf_v), "timeout", "must be a finite number (got inf)"},

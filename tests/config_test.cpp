@@ -752,8 +752,10 @@ TEST(ConfigErrors, LimitAndWindowOutOfRange) {
   const std::string head = "[limiters.login]\nalgorithm = \"sliding_window\"\n";
   EXPECT_EQ(error_of(head + "limit = 0\nwindow_seconds = 60\n"),
             at(3, 9, "limiters.login.limit", "must be >= 1 (got 0)"));
-  EXPECT_EQ(error_of(head + "limit = 1000000001\nwindow_seconds = 60\n"),
-            at(3, 9, "limiters.login.limit", "must be <= 1000000000 (got 1000000001)"));
+  EXPECT_EQ(error_of(head + "limit = 1000001\nwindow_seconds = 60\n"),
+            at(3, 9, "limiters.login.limit",
+               "must be <= 1000000 (got 1000001): a sliding window logs each admission it "
+               "holds"));
   EXPECT_EQ(error_of(head + "limit = 5\nwindow_seconds = 0\n"),
             at(4, 18, "limiters.login.window_seconds", "must be > 0 (got 0)"));
   EXPECT_EQ(error_of(head + "limit = 5\nwindow_seconds = -60\n"),
@@ -1058,7 +1060,7 @@ TEST(Validate, ValidOptionsPass) {
 
   limiter_options window;
   window.algo = ratesync::algorithm::sliding_window;
-  window.limit = 1'000'000'000;
+  window.limit = 1'000'000;
   window.window_seconds = 1e9;
   window.max_concurrent = 1;
   window.timeout = seconds_d(0);
