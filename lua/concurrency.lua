@@ -7,9 +7,14 @@
 -- ARGV[2]  lease id
 -- ARGV[3]  lease time to live in us
 -- ARGV[4]  margin in us: only lengthens TTLs
+-- ARGV[5..] lease ids released on KEYS[1], removed before deciding (as in
+--          token_bucket.lua)
 -- Returns 0 leased, {2, 0, 0} every slot is leased.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if #ARGV > 4 then
+  redis.call('ZREM', KEYS[1], unpack(ARGV, 5))
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   return {2, 0, 0}

@@ -15,6 +15,8 @@
 -- ARGV[6]  max_concurrent; 0: no concurrency limit
 -- ARGV[7]  request id, unique per call: members are "<id>:<n>"
 -- ARGV[8]  lease time to live in us
+-- ARGV[9..] lease ids released on KEYS[2], removed before deciding (as in
+--          token_bucket.lua)
 -- Returns 0                      admitted now,
 --         {1, wait_us, at_us}    admitted at at_us, sleep wait_us first (> 0),
 --         -retry_after_us        refused by the window, nothing logged (< 0),
@@ -29,6 +31,9 @@ local margin = tonumber(ARGV[5])
 local max_concurrent = tonumber(ARGV[6])
 
 if max_concurrent > 0 then
+  if #ARGV > 8 then
+    redis.call('ZREM', KEYS[2], unpack(ARGV, 9))
+  end
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= max_concurrent then
     return {2, 0, 0}

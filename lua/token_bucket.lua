@@ -14,6 +14,9 @@
 -- ARGV[6]  max_concurrent; 0: no concurrency limit
 -- ARGV[7]  lease id
 -- ARGV[8]  lease time to live in us
+-- ARGV[9..] lease ids released on KEYS[2], removed before deciding (the
+--          client folds releases into the next decision on their key instead
+--          of sending a ZREM of its own: one command where there were two)
 -- Returns 0                       admitted now,
 --         {1, wait_us, tat_after} admitted, sleep wait_us first (> 0),
 --         -retry_after_us         refused by the rate, nothing consumed (< 0),
@@ -34,6 +37,9 @@ local max_concurrent = 0
 if ARGV[6] ~= '0' then
   max_concurrent = tonumber(ARGV[6])
   if max_concurrent > 0 then
+    if #ARGV > 8 then
+      redis.call('ZREM', KEYS[2], unpack(ARGV, 9))
+    end
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now))
     if redis.call('ZCARD', KEYS[2]) >= max_concurrent then
       return {2, 0, 0}

@@ -154,10 +154,13 @@ public:
   // Returns the reply (which may be an error reply only for NOSCRIPT-free
   // script errors); throws store_error on any failure. `sent_on`, if given,
   // is set to the connection the call went to (stays empty when the breaker
-  // answered).
+  // answered). `lease_key`, if given, is the leases key the script reads:
+  // releases waiting for that key ride in the script as trailing ARGV (the
+  // decision scripts remove them first) instead of a ZREM of their own.
   asio::awaitable<reply_ptr> call(const script& s, std::span<const std::string_view> keys,
                                   std::span<const std::string_view> args,
-                                  std::shared_ptr<connection>* sent_on = nullptr);
+                                  std::shared_ptr<connection>* sent_on = nullptr,
+                                  std::string_view lease_key = {});
   // Fire and forget (renewals): the caller does not wait.
   void send_script(const script& s, std::vector<std::string> keys, std::vector<std::string> args);
 
@@ -228,9 +231,15 @@ private:
   // one ZREM per leases key: sent by the store's next decision on its own
   // connection, before its script (a release is never overtaken by a
   // decision its caller makes after it), or else by a flush posted to the I/O
-  // thread when the first one arrives.
+  // thread when the first one arrives. send_releases returns, unsent, those
+  // for `fold_key` (at most one ZREM's worth): the caller sends them in its
+  // script and settles them when the script has answered.
   void queue_release(pending_removal p);
-  void send_releases(const std::shared_ptr<connection>& on);
+  std::vector<pending_removal> send_releases(const std::shared_ptr<connection>& on,
+                                             std::string_view fold_key = {});
+  // Removals sent and answered (or not): unanswered ones are retried by the
+  // renewal loop until they expire by themselves.
+  void settle_removals(std::vector<pending_removal>& group, std::error_code ec, const reply_ptr& r);
   std::mutex releases_mu_;
   std::vector<pending_removal> releases_;
   std::atomic<bool> releases_waiting_{false};
@@ -306,7 +315,8 @@ redis_store::~redis_store() {
 asio::awaitable<reply_ptr> redis_store::call(const script& s,
                                              std::span<const std::string_view> keys,
                                              std::span<const std::string_view> args,
-                                             std::shared_ptr<connection>* sent_on) {
+                                             std::shared_ptr<connection>* sent_on,
+                                             std::string_view lease_key) {
   const circuit_breaker::pass pass = breaker_.allow();
   if (pass == circuit_breaker::pass::rejected)
     throw store_error(
@@ -315,14 +325,26 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
   auto conn = pool_->pick();
   if (sent_on != nullptr)
     *sent_on = conn;
-  if (releases_waiting_.load(std::memory_order_acquire))
-    send_releases(conn);
+  std::vector<pending_removal> folded;
+  std::vector<std::string_view> with_releases;
+  if (releases_waiting_.load(std::memory_order_acquire)) {
+    folded = send_releases(conn, lease_key);
+    if (!folded.empty()) {
+      with_releases.reserve(args.size() + folded.size());
+      with_releases.assign(args.begin(), args.end());
+      for (const pending_removal& p : folded)
+        with_releases.emplace_back(p.id);
+      args = with_releases;
+    }
+  }
   // run_script() inlined: one coroutine level less on every decision.
   auto [ec, reply] = co_await conn->async_execute(encode_evalsha(s, keys, args),
                                                   ex::as_tuple(asio::use_awaitable));
   script_result r{ec, std::move(reply)};
   if (!ec && is_noscript(r.reply))
     r = co_await retry_as_eval(conn, s, keys, args);
+  if (!folded.empty())
+    settle_removals(folded, r.error, r.reply);
   if (r.error == asio::error::operation_aborted) {
     breaker_.abandoned(pass);
     throw std::system_error(r.error); // the caller cancelled: not a store failure
@@ -382,15 +404,17 @@ void redis_store::queue_release(pending_removal p) {
     asio::post(ctx_, [this] { send_releases(nullptr); });
 }
 
-void redis_store::send_releases(const std::shared_ptr<connection>& on) {
+std::vector<redis_store::pending_removal>
+redis_store::send_releases(const std::shared_ptr<connection>& on, std::string_view fold_key) {
   std::vector<pending_removal> all;
+  std::vector<pending_removal> folded;
   {
     std::lock_guard lk(releases_mu_);
     all.swap(releases_);
     releases_waiting_.store(false, std::memory_order_relaxed);
   }
   if (all.empty())
-    return;
+    return folded;
   std::stable_sort(all.begin(), all.end(), [](const pending_removal& a, const pending_removal& b) {
     return a.key < b.key;
   });
@@ -401,6 +425,12 @@ void redis_store::send_releases(const std::shared_ptr<connection>& on) {
     std::size_t j = i + 1;
     while (j < all.size() && j - i < most && all[j].key == all[i].key)
       ++j;
+    if (folded.empty() && !fold_key.empty() && all[i].key == fold_key) {
+      folded.assign(std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(i)),
+                    std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(j)));
+      i = j;
+      continue;
+    }
     argv.assign({"ZREM", all[i].key});
     for (std::size_t k = i; k < j; ++k)
       argv.emplace_back(all[k].id);
@@ -409,20 +439,26 @@ void redis_store::send_releases(const std::shared_ptr<connection>& on) {
         std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(i)),
         std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(j)));
     const std::shared_ptr<connection> conn = on ? on : pool_->pick();
-    conn->async_execute(std::move(payload), [this, group = std::move(group)](std::error_code ec,
-                                                                             reply_ptr r) mutable {
-      const bool answered = !ec && r && r->type != REDIS_REPLY_ERROR;
-      if (!answered && ec != errc::shutting_down) {
-        const auto now = steady::now();
-        std::lock_guard lk(removals_mu_);
-        for (auto& p : group)
-          if (now < p.give_up)
-            removals_.push_back(std::move(p));
-      }
-      unsent_.fetch_sub(static_cast<std::int64_t>(group.size()), std::memory_order_release);
-    });
+    conn->async_execute(std::move(payload),
+                        [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
+                          settle_removals(group, ec, r);
+                        });
     i = j;
   }
+  return folded;
+}
+
+void redis_store::settle_removals(std::vector<pending_removal>& group, std::error_code ec,
+                                  const reply_ptr& r) {
+  const bool answered = !ec && r && r->type != REDIS_REPLY_ERROR;
+  if (!answered && ec != errc::shutting_down) {
+    const auto now = steady::now();
+    std::lock_guard lk(removals_mu_);
+    for (auto& p : group)
+      if (now < p.give_up)
+        removals_.push_back(std::move(p));
+  }
+  unsent_.fetch_sub(static_cast<std::int64_t>(group.size()), std::memory_order_release);
 }
 
 void redis_store::send_removal(pending_removal p, std::shared_ptr<connection> on) {
@@ -431,14 +467,11 @@ void redis_store::send_removal(pending_removal p, std::shared_ptr<connection> on
   const std::array<std::string_view, 3> argv{"ZREM", p.key, p.id};
   std::string payload = encode_command(argv);
   unsent_.fetch_add(1, std::memory_order_relaxed);
+  std::vector<pending_removal> group;
+  group.push_back(std::move(p));
   on->async_execute(std::move(payload),
-                    [this, p = std::move(p)](std::error_code ec, reply_ptr r) mutable {
-                      const bool answered = !ec && r && r->type != REDIS_REPLY_ERROR;
-                      if (!answered && ec != errc::shutting_down && steady::now() < p.give_up) {
-                        std::lock_guard lk(removals_mu_);
-                        removals_.push_back(std::move(p));
-                      }
-                      unsent_.fetch_sub(1, std::memory_order_release);
+                    [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
+                      settle_removals(group, ec, r);
                     });
 }
 
@@ -630,7 +663,8 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
     std::shared_ptr<connection> sent_on;
     reply_ptr r;
     try {
-      r = co_await store_->call(s, keys, args, &sent_on);
+      r = co_await store_->call(s, keys, args, &sent_on,
+                                slots || !rate ? lease_key : std::string_view());
     } catch (...) {
       // The script may have run and taken a lease although its reply never
       // came back (a timeout, a dropped connection, a cancelled caller): the
