@@ -6,6 +6,7 @@
 // are completed on their own executor.
 #pragma once
 
+#include <algorithm>
 #include <asio/any_io_executor.hpp>
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
@@ -126,6 +127,9 @@ private:
   // one function per run of requests with the same executor, instead of one
   // post (a lock, often a wake-up) per request.
   void flush_ready() noexcept;
+  // How many requests of a batch (ready_batch) go to a connection before the
+  // batch ends: see initiate().
+  static constexpr std::size_t early_handover = 16;
   void refresh_load() noexcept { load_.store(pipeline_.size(), std::memory_order_relaxed); }
 
   struct impl;
@@ -208,18 +212,40 @@ public:
   // other threads are handed over when the batch is done: one hand-off, one
   // write for all of them, as a single-threaded client writes what its reply
   // handlers queued once they have all run.
-  static void defer_drain(std::shared_ptr<connection> c) { current()->push_back(std::move(c)); }
+  static void defer_drain(std::shared_ptr<connection> c) {
+    std::vector<std::shared_ptr<connection>>& drains = current()->drains;
+    if (std::find(drains.begin(), drains.end(), c) == drains.end())
+      drains.push_back(std::move(c));
+  }
   static bool deferring_drains() noexcept { return current() != nullptr; }
+  // True once per batch and connection (then noted): the connection's early
+  // hand-over, a drain posted before the batch ends (one at most, so that a
+  // large batch does not become many small writes).
+  static bool first_early_handover(const connection* c) noexcept {
+    std::vector<const connection*>& early = current()->early;
+    if (std::find(early.begin(), early.end(), c) != early.end())
+      return false;
+    try {
+      early.push_back(c);
+    } catch (...) { // out of memory: the batch's end hands them over
+      return false;
+    }
+    return true;
+  }
 
 private:
+  struct batch_lists {
+    std::vector<std::shared_ptr<connection>> drains;
+    std::vector<const connection*> early;
+  };
   class deferring {
   public:
-    deferring() noexcept : outer_(std::exchange(current(), &drains_)) {}
+    deferring() noexcept : outer_(std::exchange(current(), &lists_)) {}
     deferring(const deferring&) = delete;
     deferring& operator=(const deferring&) = delete;
     ~deferring() {
       current() = outer_;
-      for (auto& c : drains_) {
+      for (auto& c : lists_.drains) {
         try {
           c->post_drain();
         } catch (...) { // out of memory: the unposted drain failed its requests
@@ -228,14 +254,14 @@ private:
     }
 
   private:
-    std::vector<std::shared_ptr<connection>> drains_;
-    std::vector<std::shared_ptr<connection>>* outer_;
+    batch_lists lists_;
+    batch_lists* outer_;
   };
 
   // The drains of the batch running on this thread, if one is.
-  static std::vector<std::shared_ptr<connection>>*& current() noexcept {
+  static batch_lists*& current() noexcept {
     // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): one per thread, by design
-    thread_local std::vector<std::shared_ptr<connection>>* drains = nullptr;
+    thread_local batch_lists* drains = nullptr;
     return drains;
   }
   std::vector<queued_request*> requests_;
@@ -353,13 +379,28 @@ template <class Handler> void connection::initiate(Handler handler, std::string 
   // From another thread: queued, and one posted drain carries everything that
   // arrives before it runs (one hand-off per burst, not per request).
   bool first = false;
+  std::size_t queued = 0;
   {
     std::lock_guard lk(incoming_mutex_);
     first = incoming_.empty();
     incoming_.push_back({r, id});
+    queued = incoming_.size();
   }
-  if (!first)
-    return; // the drain that carries it is on its way
+  if (!first) {
+    // The drain that carries it is on its way, or deferred to the end of the
+    // batch running here; but the batch's first `early_handover` requests to
+    // this connection are handed over as soon as they are all made, so that
+    // Redis works on them while the batch makes the rest (50 callers on one
+    // connection: 92k -> 126k decisions/s, docs/performance.md).
+    if (queued == early_handover && ready_batch::deferring_drains() &&
+        ready_batch::first_early_handover(this)) {
+      try {
+        post_drain();
+      } catch (...) { // out of memory: the unposted drain failed its requests
+      }
+    }
+    return;
+  }
   if (ready_batch::deferring_drains()) {
     try {
       ready_batch::defer_drain(shared_from_this());
