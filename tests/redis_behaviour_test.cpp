@@ -744,6 +744,45 @@ TEST(RedisKeys, AReleaseIsNeverOvertakenByTheNextDecision) {
   EXPECT_TRUE(eventually([&] { return srv.query({"ZCARD", "order:{one}:cc"}).integer == 0; }));
 }
 
+// Callers that release and stop, on their own io_context: the releases are
+// made by reply handlers that run together (one batch per socket read), no
+// decision follows to carry them, and they go out when the batch ends.
+TEST(RedisKeys, ReleasesMadeByCallersThatStopGoOutWhenTheirBatchEnds) {
+  redis_server srv;
+  registry reg;
+  reg.configure_store("r", redis_store(srv, "last"));
+  reg.configure_limiter("cc", slots(100));
+  const limiter l = reg.get_limiter("cc");
+  ASSERT_TRUE(try_now(l).allowed); // connected, scripts loaded
+  ASSERT_TRUE(eventually([&] { return srv.query({"ZCARD", "last:{cc}:cc"}).integer == 0; }));
+  log_every_command(srv);
+  asio::io_context callers;
+  int admitted = 0;
+  for (int i = 0; i < 40; ++i)
+    asio::co_spawn(
+        callers,
+        [l, &admitted]() -> asio::awaitable<void> {
+          acquire_options o;
+          o.timeout = seconds_d(0);
+          acquire_result a = co_await l.try_acquire(o);
+          admitted += a.allowed ? 1 : 0;
+        }, // the permit is released here, as the handler ends
+        asio::detached);
+  callers.run();
+  EXPECT_EQ(admitted, 40);
+  EXPECT_TRUE(eventually(
+      [&] {
+        return srv.query({"ZCARD", "last:{cc}:cc"}).integer == 0;
+      },
+      1000ms))
+      << "leases left behind: " << srv.query({"ZCARD", "last:{cc}:cc"}).integer;
+  const std::int64_t zrems = zrem_calls(srv);
+  std::printf("40 callers that release and stop: %lld ZREM command(s)\n",
+              static_cast<long long>(zrems));
+  EXPECT_GE(zrems, 1);
+  EXPECT_LT(zrems, 40) << "one ZREM per release: releases were not batched";
+}
+
 // A release followed by a decision on its leases key rides in that
 // decision's script (each decision script removes such leases first): no ZREM
 // of its own, and the slot it frees counts as free in that very decision.

@@ -64,7 +64,22 @@ struct connection_stats {
 // a missing file is a configuration-time error). Throws std::invalid_argument.
 std::shared_ptr<asio::ssl::context> make_tls_context(const tls_options& tls);
 
-class connection : public std::enable_shared_from_this<connection> {
+// Work a thread would rather do once after a batch of reply handlers than
+// once per handler: a connection handing the requests they made over to its
+// own thread, a store sending the releases they made. See
+// connection::defer_to_batch_end().
+class batch_end_work {
+public:
+  virtual void batch_ended() noexcept = 0;
+
+protected:
+  batch_end_work() = default;
+  batch_end_work(const batch_end_work&) = default;
+  batch_end_work& operator=(const batch_end_work&) = default;
+  ~batch_end_work() = default;
+};
+
+class connection : public std::enable_shared_from_this<connection>, public batch_end_work {
 public:
   static std::shared_ptr<connection> create(asio::io_context& ctx, connection_options options,
                                             std::shared_ptr<asio::ssl::context> tls);
@@ -91,6 +106,12 @@ public:
         },
         token, std::move(payload));
   }
+
+  // While a batch of reply handlers runs on this thread (the replies of one
+  // socket read whose handlers share an executor), calls w->batch_ended()
+  // once they have all run, once however often it was deferred, and returns
+  // true. Outside a batch returns false: the caller does the work now.
+  static bool defer_to_batch_end(std::shared_ptr<batch_end_work> w);
 
   // Requests queued or awaiting a reply (for least-loaded selection).
   std::size_t load() const noexcept { return load_.load(std::memory_order_relaxed); }
@@ -119,6 +140,8 @@ private:
   void drain_incoming();
   // Any thread: posts drain_incoming() to the connection's thread.
   void post_drain();
+  // The deferred post_drain() of a batch (defer_to_batch_end).
+  void batch_ended() noexcept override;
   // Any thread: completes what is queued with errc::shutting_down.
   void fail_incoming() noexcept;
   void forget(std::uint64_t id) { live_.erase(id); }
@@ -211,17 +234,22 @@ public:
   // While a batch's handlers run, the requests they send to connections on
   // other threads are handed over when the batch is done: one hand-off, one
   // write for all of them, as a single-threaded client writes what its reply
-  // handlers queued once they have all run.
-  static void defer_drain(std::shared_ptr<connection> c) {
-    std::vector<std::shared_ptr<connection>>& drains = current()->drains;
-    if (std::find(drains.begin(), drains.end(), c) == drains.end())
-      drains.push_back(std::move(c));
+  // handlers queued once they have all run. The same for any other work
+  // deferred to the batch's end (connection::defer_to_batch_end()).
+  static bool defer(std::shared_ptr<batch_end_work> w) {
+    batch_lists* lists = current();
+    if (lists == nullptr)
+      return false;
+    if (std::find(lists->deferred.begin(), lists->deferred.end(), w) == lists->deferred.end())
+      lists->deferred.push_back(std::move(w));
+    return true;
   }
-  static bool deferring_drains() noexcept { return current() != nullptr; }
-  // True once per batch and connection (then noted): the connection's early
-  // hand-over, a drain posted before the batch ends (one at most, so that a
-  // large batch does not become many small writes).
+  // True once per batch and connection (then noted), false outside a batch:
+  // the connection's early hand-over, a drain posted before the batch ends
+  // (one at most, so that a large batch does not become many small writes).
   static bool first_early_handover(const connection* c) noexcept {
+    if (current() == nullptr)
+      return false;
     std::vector<const connection*>& early = current()->early;
     if (std::find(early.begin(), early.end(), c) != early.end())
       return false;
@@ -235,7 +263,7 @@ public:
 
 private:
   struct batch_lists {
-    std::vector<std::shared_ptr<connection>> drains;
+    std::vector<std::shared_ptr<batch_end_work>> deferred;
     std::vector<const connection*> early;
   };
   class deferring {
@@ -245,12 +273,8 @@ private:
     deferring& operator=(const deferring&) = delete;
     ~deferring() {
       current() = outer_;
-      for (auto& c : lists_.drains) {
-        try {
-          c->post_drain();
-        } catch (...) { // out of memory: the unposted drain failed its requests
-        }
-      }
+      for (auto& w : lists_.deferred)
+        w->batch_ended();
     }
 
   private:
@@ -258,7 +282,7 @@ private:
     batch_lists* outer_;
   };
 
-  // The drains of the batch running on this thread, if one is.
+  // What the batch running on this thread deferred, if one is running.
   static batch_lists*& current() noexcept {
     // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): one per thread, by design
     thread_local batch_lists* drains = nullptr;
@@ -392,8 +416,7 @@ template <class Handler> void connection::initiate(Handler handler, std::string 
     // this connection are handed over as soon as they are all made, so that
     // Redis works on them while the batch makes the rest (50 callers on one
     // connection: 92k -> 126k decisions/s, docs/performance.md).
-    if (queued == early_handover && ready_batch::deferring_drains() &&
-        ready_batch::first_early_handover(this)) {
+    if (queued == early_handover && ready_batch::first_early_handover(this)) {
       try {
         post_drain();
       } catch (...) { // out of memory: the unposted drain failed its requests
@@ -401,14 +424,23 @@ template <class Handler> void connection::initiate(Handler handler, std::string 
     }
     return;
   }
-  if (ready_batch::deferring_drains()) {
-    try {
-      ready_batch::defer_drain(shared_from_this());
+  try {
+    if (ready_batch::defer(shared_from_this()))
       return;
-    } catch (...) { // out of memory: hand it over now
-    }
+  } catch (...) { // out of memory: hand it over now
   }
   post_drain();
+}
+
+inline bool connection::defer_to_batch_end(std::shared_ptr<batch_end_work> w) {
+  return ready_batch::defer(std::move(w));
+}
+
+inline void connection::batch_ended() noexcept {
+  try {
+    post_drain();
+  } catch (...) { // out of memory: the unposted drain failed its requests
+  }
 }
 
 inline void connection::post_drain() {

@@ -140,7 +140,9 @@ struct lease_record {
   steady::time_point next_renewal;
 };
 
-class redis_store final : public engine, public std::enable_shared_from_this<redis_store> {
+class redis_store final : public engine,
+                          public batch_end_work,
+                          public std::enable_shared_from_this<redis_store> {
 public:
   redis_store(std::string name, const store_options& o);
   redis_store(const redis_store&) = delete;
@@ -230,11 +232,13 @@ private:
   // Releases wait in `releases_` so that those made close together go out as
   // one ZREM per leases key: sent by the store's next decision on its own
   // connection, before its script (a release is never overtaken by a
-  // decision its caller makes after it), or else by a flush posted to the I/O
-  // thread when the first one arrives. send_releases returns, unsent, those
+  // decision its caller makes after it), or else when the batch of reply
+  // handlers that made them ends (batch_ended), or else by a flush posted to
+  // the I/O thread when the first one arrives. send_releases returns, unsent, those
   // for `fold_key` (at most one ZREM's worth): the caller sends them in its
   // script and settles them when the script has answered.
   void queue_release(pending_removal p);
+  void batch_ended() noexcept override;
   std::vector<pending_removal> send_releases(const std::shared_ptr<connection>& on,
                                              std::string_view fold_key = {});
   // Removals sent and answered (or not): unanswered ones are retried by the
@@ -399,9 +403,26 @@ void redis_store::queue_release(pending_removal p) {
     releases_.push_back(std::move(p));
     releases_waiting_.store(true, std::memory_order_release);
   }
+  if (!first)
+    return;
+  // Made by a reply handler (a caller that released and goes on): its next
+  // decision, or another's in the same batch, takes it, else the batch's end.
+  try {
+    if (connection::defer_to_batch_end(shared_from_this()))
+      return;
+  } catch (...) { // out of memory: posted instead
+  }
   // `this`: the store outlives ctx_'s handlers (see send_script).
-  if (first)
-    asio::post(ctx_, [this] { send_releases(nullptr); });
+  asio::post(ctx_, [this] { send_releases(nullptr); });
+}
+
+void redis_store::batch_ended() noexcept {
+  if (!releases_waiting_.load(std::memory_order_acquire))
+    return;
+  try {
+    send_releases(nullptr);
+  } catch (...) { // out of memory: the leases expire after lease_seconds
+  }
 }
 
 std::vector<redis_store::pending_removal>
