@@ -329,14 +329,27 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
   auto conn = pool_->pick();
   if (sent_on != nullptr)
     *sent_on = conn;
-  std::vector<pending_removal> folded;
+  // Releases riding in this call are settled when it has answered, or, if
+  // this coroutine is destroyed before (its caller's io_context went
+  // first), put on the retry list: whether the script ran is unknown.
+  struct riding_releases {
+    redis_store& store;
+    std::vector<pending_removal> list;
+    explicit riding_releases(redis_store& s) : store(s) {}
+    riding_releases(const riding_releases&) = delete;
+    riding_releases& operator=(const riding_releases&) = delete;
+    ~riding_releases() {
+      if (!list.empty())
+        store.settle_removals(list, asio::error::operation_aborted, nullptr);
+    }
+  } folded(*this);
   std::vector<std::string_view> with_releases;
   if (releases_waiting_.load(std::memory_order_acquire)) {
-    folded = send_releases(conn, lease_key);
-    if (!folded.empty()) {
-      with_releases.reserve(args.size() + folded.size());
+    folded.list = send_releases(conn, lease_key);
+    if (!folded.list.empty()) {
+      with_releases.reserve(args.size() + folded.list.size());
       with_releases.assign(args.begin(), args.end());
-      for (const pending_removal& p : folded)
+      for (const pending_removal& p : folded.list)
         with_releases.emplace_back(p.id);
       args = with_releases;
     }
@@ -347,8 +360,10 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
   script_result r{ec, std::move(reply)};
   if (!ec && is_noscript(r.reply))
     r = co_await retry_as_eval(conn, s, keys, args);
-  if (!folded.empty())
-    settle_removals(folded, r.error, r.reply);
+  if (!folded.list.empty()) {
+    settle_removals(folded.list, r.error, r.reply);
+    folded.list.clear();
+  }
   if (r.error == asio::error::operation_aborted) {
     breaker_.abandoned(pass);
     throw std::system_error(r.error); // the caller cancelled: not a store failure
