@@ -70,13 +70,13 @@ std::shared_ptr<asio::ssl::context> make_tls_context(const tls_options& tls);
 // connection::defer_to_batch_end().
 class batch_end_work {
 public:
-  virtual void batch_ended() noexcept = 0;
-
-protected:
   batch_end_work() = default;
-  batch_end_work(const batch_end_work&) = default;
-  batch_end_work& operator=(const batch_end_work&) = default;
-  ~batch_end_work() = default;
+  batch_end_work(const batch_end_work&) = delete;
+  batch_end_work(batch_end_work&&) = delete;
+  batch_end_work& operator=(const batch_end_work&) = delete;
+  batch_end_work& operator=(batch_end_work&&) = delete;
+  virtual ~batch_end_work() = default;
+  virtual void batch_ended() noexcept = 0;
 };
 
 class connection : public std::enable_shared_from_this<connection>, public batch_end_work {
@@ -85,7 +85,7 @@ public:
                                             std::shared_ptr<asio::ssl::context> tls);
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
-  ~connection();
+  ~connection() override;
 
   // Starts connecting (and reconnecting, with backoff, whenever it drops).
   void start();
@@ -232,24 +232,13 @@ public:
       }
     }
     std::exception_ptr first;
-    {
-      const deferring deferred;
-      for (queued_request* r : rs) {
-        try {
-          r->deliver();
-        } catch (...) { // a handler threw: the others still run, then it goes on
-          if (!first)
-            first = std::current_exception();
-        }
-      }
-    }
+    deliver(rs, first);
     if (!later.requests_.empty()) {
       const asio::any_io_executor ex = later.requests_.front()->ready_executor();
       try {
         asio::post(ex, std::move(later));
       } catch (...) { // out of memory: what was not posted runs now
-        if (!later.requests_.empty())
-          later();
+        deliver(std::exchange(later.requests_, {}), first);
       }
     }
     if (first)
@@ -271,6 +260,20 @@ public:
   }
 
 private:
+  // Runs the handlers, then what they deferred; the first exception a
+  // handler threw is kept in `first` (the others still run).
+  static void deliver(const std::vector<queued_request*>& rs, std::exception_ptr& first) {
+    const deferring deferred;
+    for (queued_request* r : rs) {
+      try {
+        r->deliver();
+      } catch (...) {
+        if (!first)
+          first = std::current_exception();
+      }
+    }
+  }
+
   struct batch_lists {
     std::vector<std::shared_ptr<batch_end_work>> deferred;
   };
