@@ -208,6 +208,10 @@ TEST(MemoryTokenBucket, WaitersAreAdmittedInArrivalOrderAtTheirSlots) {
   // once (on redis after connecting and loading the script), every waiter
   // after its slot plus the same timing margin (redis). Never early; late by
   // less than a slot (a loaded machine, sanitizers, CI wake timers late).
+  // The reference, the first waiter's own wake-up, can itself be late: by
+  // 1.95 ms once under TSan in CI, which made a waiter that woke on time
+  // read as early. A waiter admitted before its slot by 5 ms or more
+  // (a quarter of a slot) still fails here.
   const double first_gap = order[1].second - order[0].second;
   const double margin = on_redis ? 10.0 : 0.0; // timing_margin_ms, redis only
   EXPECT_GE(first_gap, 19.0);
@@ -215,7 +219,7 @@ TEST(MemoryTokenBucket, WaitersAreAdmittedInArrivalOrderAtTheirSlots) {
   for (std::size_t i = 1; i < order.size(); ++i) {
     const double since_first_waiter = order[i].second - order[1].second;
     const double slot = 20.0 * static_cast<double>(i - 1);
-    EXPECT_GE(since_first_waiter, slot - 1.0) << i;
+    EXPECT_GE(since_first_waiter, slot - 5.0) << i;
     EXPECT_LE(since_first_waiter, slot + 15.0) << i;
   }
 }
