@@ -241,8 +241,6 @@ private:
   void batch_ended() noexcept override;
   std::vector<pending_removal> send_releases(const std::shared_ptr<connection>& on,
                                              std::string_view fold_key = {});
-  // One ZREM of the group's ids (all on one key) on `on`, settled by its reply.
-  void send_zrem(std::vector<pending_removal> group, const std::shared_ptr<connection>& on);
   // Removals sent and answered (or not): unanswered ones are retried by the
   // renewal loop until they expire by themselves.
   void settle_removals(std::vector<pending_removal>& group, std::error_code ec, const reply_ptr& r);
@@ -458,6 +456,7 @@ redis_store::send_releases(const std::shared_ptr<connection>& on, std::string_vi
   });
   // One ZREM per key, of at most this many members.
   constexpr std::size_t most = 512;
+  std::vector<std::string_view> argv;
   for (std::size_t i = 0; i < all.size();) {
     std::size_t j = i + 1;
     while (j < all.size() && j - i < most && all[j].key == all[i].key)
@@ -468,25 +467,21 @@ redis_store::send_releases(const std::shared_ptr<connection>& on, std::string_vi
       i = j;
       continue;
     }
-    send_zrem(std::vector<pending_removal>(
-                  std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(i)),
-                  std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(j))),
-              on ? on : pool_->pick());
+    argv.assign({"ZREM", all[i].key});
+    for (std::size_t k = i; k < j; ++k)
+      argv.emplace_back(all[k].id);
+    std::string payload = encode_command(argv);
+    std::vector<pending_removal> group(
+        std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(i)),
+        std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(j)));
+    const std::shared_ptr<connection> conn = on ? on : pool_->pick();
+    conn->async_execute(std::move(payload),
+                        [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
+                          settle_removals(group, ec, r);
+                        });
     i = j;
   }
   return folded;
-}
-
-void redis_store::send_zrem(std::vector<pending_removal> group,
-                            const std::shared_ptr<connection>& on) {
-  std::vector<std::string_view> argv{"ZREM", group.front().key};
-  for (const pending_removal& p : group)
-    argv.emplace_back(p.id);
-  std::string payload = encode_command(argv);
-  on->async_execute(std::move(payload),
-                    [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
-                      settle_removals(group, ec, r);
-                    });
 }
 
 void redis_store::settle_removals(std::vector<pending_removal>& group, std::error_code ec,
@@ -503,10 +498,17 @@ void redis_store::settle_removals(std::vector<pending_removal>& group, std::erro
 }
 
 void redis_store::send_removal(pending_removal p, std::shared_ptr<connection> on) {
+  if (!on)
+    on = pool_->pick();
+  const std::array<std::string_view, 3> argv{"ZREM", p.key, p.id};
+  std::string payload = encode_command(argv);
   unsent_.fetch_add(1, std::memory_order_relaxed);
   std::vector<pending_removal> group;
   group.push_back(std::move(p));
-  send_zrem(std::move(group), on ? on : pool_->pick());
+  on->async_execute(std::move(payload),
+                    [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
+                      settle_removals(group, ec, r);
+                    });
 }
 
 void redis_store::add_lease(std::uint64_t token, lease_record r) {
