@@ -176,7 +176,7 @@ public:
   // the ZREM follows the script there (sent at once); without it the removal
   // is queued with the other releases (queue_release).
   void remove_lease(std::string key, std::string id, std::int64_t ttl_us,
-                    std::shared_ptr<connection> on = nullptr);
+                    const std::shared_ptr<connection>& on = nullptr);
   void add_lease(std::uint64_t token, lease_record r);
 
   void drop_lease(std::uint64_t token);
@@ -228,7 +228,7 @@ private:
     std::string id;
     steady::time_point give_up;
   };
-  void send_removal(pending_removal p, std::shared_ptr<connection> on);
+  void send_removal(pending_removal p, const std::shared_ptr<connection>& on);
   // Releases wait in `releases_` so that those made close together go out as
   // one ZREM per leases key: sent by the store's next decision on its own
   // connection, before its script (a release is never overtaken by a
@@ -241,6 +241,8 @@ private:
   void batch_ended() noexcept override;
   std::vector<pending_removal> send_releases(const std::shared_ptr<connection>& on,
                                              std::string_view fold_key = {});
+  // One ZREM of the group's ids (all on one key) on `on`, settled by its reply.
+  void send_zrem(std::vector<pending_removal> group, const std::shared_ptr<connection>& on);
   // Removals sent and answered (or not): unanswered ones are retried by the
   // renewal loop until they expire by themselves.
   void settle_removals(std::vector<pending_removal>& group, std::error_code ec, const reply_ptr& r);
@@ -400,11 +402,11 @@ void redis_store::send_script(const script& s, std::vector<std::string> keys,
 }
 
 void redis_store::remove_lease(std::string key, std::string id, std::int64_t ttl_us,
-                               std::shared_ptr<connection> on) {
+                               const std::shared_ptr<connection>& on) {
   pending_removal p{std::move(key), std::move(id),
                     steady::now() + std::chrono::microseconds(ttl_us)};
   if (on)
-    send_removal(std::move(p), std::move(on));
+    send_removal(std::move(p), on);
   else
     queue_release(std::move(p));
 }
@@ -456,7 +458,6 @@ redis_store::send_releases(const std::shared_ptr<connection>& on, std::string_vi
   });
   // One ZREM per key, of at most this many members.
   constexpr std::size_t most = 512;
-  std::vector<std::string_view> argv;
   for (std::size_t i = 0; i < all.size();) {
     std::size_t j = i + 1;
     while (j < all.size() && j - i < most && all[j].key == all[i].key)
@@ -467,21 +468,25 @@ redis_store::send_releases(const std::shared_ptr<connection>& on, std::string_vi
       i = j;
       continue;
     }
-    argv.assign({"ZREM", all[i].key});
-    for (std::size_t k = i; k < j; ++k)
-      argv.emplace_back(all[k].id);
-    std::string payload = encode_command(argv);
-    std::vector<pending_removal> group(
-        std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(i)),
-        std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(j)));
-    const std::shared_ptr<connection> conn = on ? on : pool_->pick();
-    conn->async_execute(std::move(payload),
-                        [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
-                          settle_removals(group, ec, r);
-                        });
+    send_zrem(std::vector<pending_removal>(
+                  std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(i)),
+                  std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(j))),
+              on ? on : pool_->pick());
     i = j;
   }
   return folded;
+}
+
+void redis_store::send_zrem(std::vector<pending_removal> group,
+                            const std::shared_ptr<connection>& on) {
+  std::vector<std::string_view> argv{"ZREM", group.front().key};
+  for (const pending_removal& p : group)
+    argv.emplace_back(p.id);
+  std::string payload = encode_command(argv);
+  on->async_execute(std::move(payload),
+                    [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
+                      settle_removals(group, ec, r);
+                    });
 }
 
 void redis_store::settle_removals(std::vector<pending_removal>& group, std::error_code ec,
@@ -497,18 +502,11 @@ void redis_store::settle_removals(std::vector<pending_removal>& group, std::erro
   unsent_.fetch_sub(static_cast<std::int64_t>(group.size()), std::memory_order_release);
 }
 
-void redis_store::send_removal(pending_removal p, std::shared_ptr<connection> on) {
-  if (!on)
-    on = pool_->pick();
-  const std::array<std::string_view, 3> argv{"ZREM", p.key, p.id};
-  std::string payload = encode_command(argv);
+void redis_store::send_removal(pending_removal p, const std::shared_ptr<connection>& on) {
   unsent_.fetch_add(1, std::memory_order_relaxed);
   std::vector<pending_removal> group;
   group.push_back(std::move(p));
-  on->async_execute(std::move(payload),
-                    [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
-                      settle_removals(group, ec, r);
-                    });
+  send_zrem(std::move(group), on ? on : pool_->pick());
 }
 
 void redis_store::add_lease(std::uint64_t token, lease_record r) {
@@ -707,7 +705,7 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
       // slot would stay taken, with no holder, for lease_seconds. The ZREM
       // follows the script on its connection, so Redis runs it after.
       if (slots && sent_on)
-        store_->remove_lease(std::string(lease_key), id, to_us(spec_.lease), std::move(sent_on));
+        store_->remove_lease(std::string(lease_key), id, to_us(spec_.lease), sent_on);
       throw;
     }
     const decision d = decode_decision(store_->name(), kind, *r);
