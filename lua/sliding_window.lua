@@ -4,7 +4,9 @@
 -- logged. A caller that may wait gets the time at which the admission it
 -- displaces leaves the window, and that future admission is logged now.
 --
--- KEYS[1]  log: zset member -> admission time us
+-- KEYS[1]  log: zset "<through>:<cost>:<id>" -> admission time us, one member
+--          per admission (through: units logged up to and including it, as
+--          below)
 -- KEYS[2]  leases: zset lease id -> expiry us (only when ARGV[6] > 0; absent
 --          otherwise)
 -- ARGV[1]  window W in us
@@ -13,7 +15,7 @@
 -- ARGV[4]  longest acceptable wait in us; -1: any
 -- ARGV[5]  margin in us: only lengthens TTLs
 -- ARGV[6]  max_concurrent; 0: no concurrency limit
--- ARGV[7]  request id, unique per call: members are "<id>:<n>"
+-- ARGV[7]  request id, unique per call: names the log entry and the lease
 -- ARGV[8]  lease time to live in us
 -- ARGV[9..] lease ids released on KEYS[2], removed before deciding (as in
 --          token_bucket.lua)
@@ -41,28 +43,77 @@ if max_concurrent > 0 then
 end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local n = redis.call('ZCARD', KEYS[1])
+-- An entry per admission (not per unit), ordered by time, then by `through`:
+-- the running total of units logged up to and including it, in hex after a
+-- letter giving its length (so that equal times order by it).
+local function through(m)
+  return tonumber(string.sub(m, 2, string.byte(m) - 95), 16)
+end
+local function entry(total, c)
+  local h = string.format('%x', total)
+  return string.char(96 + #h) .. h .. ':' .. c .. ':' .. ARGV[7]
+end
+local top, base = 0, 0
 local at = now
-if n > 0 then
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[1] then
+  top = through(last[1])
   at = math.max(at, tonumber(last[2]))
-  local i = n + cost - 1 - limit
-  if i >= 0 then
-    local displaced = redis.call('ZRANGE', KEYS[1], i, i, 'WITHSCORES')
-    at = math.max(at, tonumber(displaced[2]) + window)
+  -- Unit u must leave the window first (if base < u <= top): the first
+  -- entry whose running total reaches it. With unit costs it is entry
+  -- u - base - 1, which the first probe checks; otherwise a binary search by
+  -- rank. base (what was logged before the first entry) is read only when
+  -- u > 0, i.e. once the log has held more than limit - cost units since it
+  -- was last empty.
+  local u = top + cost - limit
+  if u > 0 then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+    base = through(first) - tonumber(string.match(first, ':(%d+):'))
+  end
+  if u > base then
+    local hi = math.min(u - base - 1, redis.call('ZCARD', KEYS[1]) - 1) -- reaches u
+    local hit
+    if hi == 0 then
+      hit = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+    else
+      local pair = redis.call('ZRANGE', KEYS[1], hi - 1, hi, 'WITHSCORES')
+      if through(pair[1]) < u then
+        hit = tonumber(pair[4])
+      else
+        local lo = 0
+        hi, hit = hi - 1, tonumber(pair[2])
+        while lo < hi do
+          local mid = math.floor((lo + hi) / 2)
+          local e = redis.call('ZRANGE', KEYS[1], mid, mid, 'WITHSCORES')
+          if through(e[1]) >= u then
+            hi, hit = mid, tonumber(e[2])
+          else
+            lo = mid + 1
+          end
+        end
+      end
+    end
+    at = math.max(at, hit + window)
   end
 end
 local wait = at - now
 if max_wait >= 0 and wait > max_wait then
   return -wait
 end
-local score = string.format('%.0f', at)
-local args = {}
-for k = 1, cost do
-  args[2 * k - 1] = score
-  args[2 * k] = ARGV[7] .. ':' .. k
+if top + cost > 4503599627370496 then
+  -- 2^52 units logged without a break: count again from the first entry,
+  -- so that running totals stay exact integers (once in 2^52 units).
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  redis.call('DEL', KEYS[1])
+  for k = 1, #all, 2 do
+    local m = all[k]
+    local h = string.format('%x', through(m) - base)
+    redis.call('ZADD', KEYS[1], all[k + 1],
+               string.char(96 + #h) .. h .. string.sub(m, string.byte(m) - 94))
+  end
+  top = top - base
 end
-redis.call('ZADD', KEYS[1], unpack(args))
+redis.call('ZADD', KEYS[1], string.format('%.0f', at), entry(top + cost, cost))
 -- The log vanishes once its newest admission has left the window.
 redis.call('PEXPIRE', KEYS[1], math.ceil((at + window - now + margin) / 1000))
 

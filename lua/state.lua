@@ -19,16 +19,28 @@ if ARGV[1] == 'tb' then
 elseif ARGV[1] == 'sw' then
   local window = tonumber(ARGV[2])
   local limit = tonumber(ARGV[3])
+  -- Entries "<through>:<cost>:<id>" (see sliding_window.lua).
   local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.0f', now - window),
                           '+inf', 'WITHSCORES')
-  local n = #live / 2
-  if n == 0 then
+  if #live == 0 then
     return {limit, 0, 0, held}
   end
+  local function through(m)
+    return tonumber(string.sub(m, 2, string.byte(m) - 95), 16)
+  end
+  local base = through(live[1]) - tonumber(string.match(live[1], ':(%d+):'))
+  local n = through(live[#live - 1]) - base
   local last = tonumber(live[#live])
   local retry = math.max(0, last - now)
   if n >= limit then
-    retry = math.max(retry, tonumber(live[2 * (n - limit) + 2]) + window - now)
+    -- When unit n - limit + 1 (of the live ones) leaves the window.
+    local u = base + n - limit + 1
+    for k = 1, #live, 2 do
+      if through(live[k]) >= u then
+        retry = math.max(retry, tonumber(live[k + 1]) + window - now)
+        break
+      end
+    end
   end
   local remaining = 0
   if last <= now then

@@ -1,13 +1,14 @@
 -- Gives back what a cancelled waiter reserved, where that can be done
 -- exactly: the bucket's TAT is rolled back only if nothing was decided after
 -- this reservation (otherwise the slot stays spent: never handed out twice);
--- window entries and the lease are simply removed.
+-- the window's entry and the lease are simply removed.
 --
 -- KEYS[1]  bucket (string) or log (zset); KEYS[2] leases (optional)
 -- ARGV[1]  "tb" or "sw"
 -- ARGV[2]  tb: the TAT this reservation set; sw: the request id
 -- ARGV[3]  tb: cost * interval in us; sw: cost
 -- ARGV[4]  lease id ("" when none)
+-- ARGV[5]  sw: the reserved admission time in us (the entry's score)
 if ARGV[1] == 'tb' then
   local tat = redis.call('GET', KEYS[1])
   if tat and tat == ARGV[2] then
@@ -15,8 +16,28 @@ if ARGV[1] == 'tb' then
     redis.call('SET', KEYS[1], string.format('%.0f', back), 'KEEPTTL')
   end
 else
-  for k = 1, tonumber(ARGV[3]) do
-    redis.call('ZREM', KEYS[1], ARGV[2] .. ':' .. k)
+  -- The entry "<through>:<cost>:<id>" at its time; the entries after it
+  -- count its units in their running totals, which drop by its cost (see
+  -- sliding_window.lua).
+  local suffix = ':' .. ARGV[3] .. ':' .. ARGV[2]
+  local mine
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[5], ARGV[5])) do
+    if string.sub(m, -#suffix) == suffix then
+      mine = m
+    end
+  end
+  if mine then
+    local cost = tonumber(ARGV[3])
+    local later = redis.call('ZRANGE', KEYS[1], redis.call('ZRANK', KEYS[1], mine) + 1, -1,
+                             'WITHSCORES')
+    redis.call('ZREM', KEYS[1], mine)
+    for k = 1, #later, 2 do
+      local m = later[k]
+      local h = string.format('%x', tonumber(string.sub(m, 2, string.byte(m) - 95), 16) - cost)
+      redis.call('ZREM', KEYS[1], m)
+      redis.call('ZADD', KEYS[1], later[k + 1],
+                 string.char(96 + #h) .. h .. string.sub(m, string.byte(m) - 94))
+    end
   end
 end
 if ARGV[4] ~= '' then

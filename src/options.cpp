@@ -33,8 +33,8 @@ namespace {
 // microsecond arithmetic in the engines would lose precision or overflow.
 constexpr double max_magnitude = 1e9;
 // A sliding window logs every admission it holds (an entry in memory, a zset
-// member on Redis), and a call of cost n logs n of them: the limit bounds
-// that log, and so the memory and the script time one call can take.
+// member on Redis), one per call whatever its cost: as every call costs at
+// least 1, the limit bounds that log, and so its memory.
 constexpr std::int64_t max_limit = 1'000'000;
 // Longest socket timeout, health-check interval and lease, in seconds, and
 // largest timing margin, in ms: beyond them a duration in integer nanoseconds

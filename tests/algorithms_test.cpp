@@ -2,6 +2,7 @@
 // docs/algorithms.md checked exactly, over random demand, and the exact undo
 // of cancelled reservations.
 #include <algorithm>
+#include <deque>
 #include <gtest/gtest.h>
 #include <random>
 #include <vector>
@@ -216,6 +217,107 @@ TEST(SlidingLog, SubSecondWindowsAndRemaining) {
   EXPECT_EQ(l.reset_after(now), 50 * ms);
   EXPECT_EQ(l.remaining(now + 50 * ms), 5);
   EXPECT_TRUE(l.idle(now + 50 * ms));
+}
+
+// The sliding log as it was before its entries were run-length: one time per
+// unit. The run-length log must decide exactly as this one does.
+class unit_log {
+public:
+  unit_log(std::int64_t limit, ns window) : limit_(limit), window_(window) {}
+  sliding_log::decision take(ns now, std::int64_t cost, ns max_wait) {
+    while (!log_.empty() && log_.front() <= now - window_)
+      log_.pop_front();
+    const ns t = earliest(now, cost);
+    sliding_log::decision d;
+    if (t - now > max_wait) {
+      d.retry_after = t - now;
+      return d;
+    }
+    d.allowed = true;
+    d.wait = t - now;
+    d.at = t;
+    log_.insert(log_.end(), static_cast<std::size_t>(cost), t);
+    return d;
+  }
+  void cancel(ns at, std::int64_t cost) {
+    auto hi = std::upper_bound(log_.begin(), log_.end(), at);
+    auto lo = std::lower_bound(log_.begin(), hi, at);
+    log_.erase(hi - std::min<std::ptrdiff_t>(cost, hi - lo), hi);
+  }
+  std::int64_t remaining(ns now) const {
+    if (!log_.empty() && log_.back() > now)
+      return 0;
+    const auto live =
+        std::distance(std::upper_bound(log_.begin(), log_.end(), now - window_), log_.end());
+    return std::max<std::int64_t>(0, limit_ - live);
+  }
+  ns earliest(ns now, std::int64_t cost) const {
+    ns t = now;
+    if (log_.empty())
+      return t;
+    t = std::max(t, log_.back());
+    const auto idx = static_cast<std::int64_t>(log_.size()) + cost - 1 - limit_;
+    if (idx >= 0)
+      t = std::max(t, log_[static_cast<std::size_t>(idx)] + window_);
+    return t;
+  }
+
+private:
+  std::int64_t limit_;
+  ns window_;
+  std::deque<ns> log_;
+};
+
+TEST(SlidingLog, DecidesAsALogOfOneEntryPerUnitWould) {
+  std::mt19937_64 rng(7);
+  for (int round = 0; round < 40; ++round) {
+    const ns window = (1 + rng() % 300) * ms;
+    const std::int64_t limit = 1 + static_cast<std::int64_t>(rng() % 50);
+    sliding_log l(limit, window);
+    unit_log ref(limit, window);
+    std::vector<sliding_log::decision> held; // reservations that may be cancelled
+    std::vector<std::int64_t> held_cost;
+    ns now = sec;
+    for (int i = 0; i < 2000; ++i) {
+      now += static_cast<ns>(rng() % (2 * window / limit + 1));
+      if (!held.empty() && rng() % 5 == 0) {
+        const std::size_t k = rng() % held.size();
+        l.cancel(held[k].at, held_cost[k]);
+        ref.cancel(held[k].at, held_cost[k]);
+        held.erase(held.begin() + static_cast<std::ptrdiff_t>(k));
+        held_cost.erase(held_cost.begin() + static_cast<std::ptrdiff_t>(k));
+      }
+      const std::int64_t cost = 1 + static_cast<std::int64_t>(rng() % limit);
+      const ns max_wait = (rng() % 3) ? 0 : static_cast<ns>(rng() % (2 * window));
+      const auto d = l.take(now, cost, max_wait);
+      const auto r = ref.take(now, cost, max_wait);
+      ASSERT_EQ(d.allowed, r.allowed) << "round " << round << " step " << i;
+      ASSERT_EQ(d.at, r.at);
+      ASSERT_EQ(d.wait, r.wait);
+      ASSERT_EQ(d.retry_after, r.retry_after);
+      if (d.allowed && d.wait > 0) {
+        held.push_back(d);
+        held_cost.push_back(cost);
+      }
+      ASSERT_EQ(l.remaining(now), ref.remaining(now));
+      ASSERT_EQ(l.retry_after(now), ref.earliest(now, 1) - now);
+    }
+  }
+}
+
+TEST(SlidingLog, ACallOfCostNIsOneEntry) {
+  sliding_log l(1'000'000, 10 * sec);
+  const ns now = sec;
+  ASSERT_TRUE(l.take(now, 600'000, 0).allowed);
+  ASSERT_TRUE(l.take(now + ms, 400'000, 0).allowed);
+  EXPECT_EQ(l.size(), 2u);
+  EXPECT_EQ(l.remaining(now + ms), 0);
+  // The next unit waits for the first call's units to leave the window.
+  EXPECT_EQ(l.retry_after(now + ms), 10 * sec - ms);
+  auto d = l.take(now + 2 * ms, 600'000, 20 * sec);
+  ASSERT_TRUE(d.allowed);
+  EXPECT_EQ(d.at, now + 10 * sec);
+  EXPECT_EQ(l.size(), 3u);
 }
 
 } // namespace

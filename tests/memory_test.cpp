@@ -153,6 +153,57 @@ TEST(MemorySlidingWindow, DeniedRequestsDoNotCountAndRetryAfterIsExact) {
   EXPECT_EQ(lim.get_metrics().denied, 20u);
 }
 
+// Weights in the hundreds of thousands (bytes, say): each call is one log
+// entry on either engine (on redis a call of cost above ~4,000 used to fail
+// with a script error, as every unit was a zset member), and a cancelled
+// waiter in the middle of the log gives its units back.
+TEST(MemorySlidingWindow, WeightedCallsCountTheirCostAndACancelledWaiterGivesItBack) {
+  test_registry reg;
+  reg.configure_limiter("bytes", window(1'000'000, 1.0));
+  auto lim = reg.get_limiter("bytes");
+  auto cost = [](std::int64_t n, double timeout_s) {
+    acquire_options o;
+    o.cost = n;
+    o.timeout = seconds_d(timeout_s);
+    return o;
+  };
+  run([&]() -> asio::awaitable<void> {
+    const auto t0 = steady::now();
+    EXPECT_TRUE((co_await lim.try_acquire(cost(600'000, 0))).allowed);
+    co_await sleep_for(100ms);
+    EXPECT_TRUE((co_await lim.try_acquire(cost(300'000, 0))).allowed);
+    EXPECT_EQ((co_await lim.get_state()).remaining, 100'000);
+    EXPECT_FALSE((co_await lim.try_acquire(cost(100'001, 0))).allowed);
+    // Two waiters: the first due when the 600,000 leave (t0 + 1 s), the
+    // second when the 300,000 do (t0 + 1.1 s). The first is cancelled.
+    const auto ex = co_await asio::this_coro::executor;
+    asio::cancellation_signal cancel_first;
+    bool first_failed = false;
+    double second_admitted_ms = -1;
+    asio::co_spawn(
+        ex, lim.acquire(cost(500'000, 3)),
+        asio::bind_cancellation_slot(cancel_first.slot(), [&](std::exception_ptr e, permit) {
+          first_failed = e != nullptr;
+        }));
+    co_await sleep_for(20ms);
+    asio::co_spawn(ex, lim.acquire(cost(400'000, 3)), [&](std::exception_ptr e, permit) {
+      if (!e)
+        second_admitted_ms = ms_since(t0);
+    });
+    co_await sleep_for(20ms);
+    cancel_first.emit(asio::cancellation_type::terminal);
+    co_await sleep_for(1250ms - (steady::now() - t0));
+    EXPECT_TRUE(first_failed);
+    EXPECT_NEAR(second_admitted_ms, 1100.0, 60.0);
+    // At t0 + 1.25 s the window holds only the second waiter's 400,000; the
+    // cancelled one's 500,000 (due at t0 + 1 s) would hold it full until
+    // t0 + 2 s.
+    EXPECT_EQ((co_await lim.get_state()).remaining, 600'000);
+    EXPECT_TRUE((co_await lim.try_acquire(cost(600'000, 0))).allowed);
+  }());
+  EXPECT_EQ(lim.get_metrics().cancelled, 1u);
+}
+
 TEST(MemoryTokenBucket, FailsAtOnceWhenTheWaitExceedsTheTimeout) {
   test_registry reg;
   reg.configure_limiter("api", bucket(10, 1)); // one per 100 ms

@@ -764,7 +764,8 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
         std::vector<std::string_view> undo_keys{rate_key};
         if (slots)
           undo_keys.push_back(lease_key);
-        std::vector<std::string_view> undo_args{kind, what, amount, lease_id};
+        const std::string at = std::to_string(reserved);
+        std::vector<std::string_view> undo_args{kind, what, amount, lease_id, at};
         const bool throwing = co_await asio::this_coro::throw_if_cancelled();
         co_await asio::this_coro::throw_if_cancelled(false);
         co_await asio::this_coro::reset_cancellation_state();

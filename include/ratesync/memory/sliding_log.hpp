@@ -8,14 +8,19 @@
 
 namespace ratesync::memory {
 
-// The log holds admission times in order, including reserved future ones. It
-// keeps the invariant that no half-open window (x - W, x] holds more than
-// `limit` entries, i.e. e[i] - e[i - limit] >= W for every i. A new request
-// of `cost` goes after the last entry, at the earliest time t with
-// t >= e[n + cost - 1 - limit] + W, so waiters pass in arrival order, each
+// The log holds admission times in order, including reserved future ones,
+// one unit per unit of cost. It keeps the invariant that no half-open window
+// (x - W, x] holds more than `limit` units, i.e. u[i] - u[i - limit] >= W for
+// every i, u being the units' times in order. A new request of `cost` goes
+// after the last unit, at the earliest time t with
+// t >= u[n + cost - 1 - limit] + W, so waiters pass in arrival order, each
 // when the admission it displaces leaves the window. Denied requests are not
-// logged. Removing an entry never breaks the invariant, so a cancelled
-// reservation is simply erased.
+// logged. Removing units never breaks the invariant, so a cancelled
+// reservation is simply taken out.
+//
+// Units are stored run-length: one entry per admission time with the running
+// total of units through it, so a call of cost n costs one entry, not n, and
+// unit i is found by binary search on the totals.
 class sliding_log {
 public:
   using ns = std::int64_t;
@@ -40,58 +45,89 @@ public:
     d.allowed = true;
     d.wait = t - now;
     d.at = t;
-    log_.insert(log_.end(), static_cast<std::size_t>(cost), t);
+    if (!log_.empty() && log_.back().at == t)
+      log_.back().through += cost;
+    else
+      log_.push_back({t, top() + cost});
     return d;
   }
 
-  // Undo a reservation made at `at` for `cost` (entries of equal time are
+  // Undo a reservation made at `at` for `cost` (units of equal time are
   // interchangeable, so any `cost` of them will do).
   void cancel(ns at, std::int64_t cost) {
-    auto hi = std::upper_bound(log_.begin(), log_.end(), at);
-    auto lo = std::lower_bound(log_.begin(), hi, at);
-    const auto n = std::min<std::ptrdiff_t>(cost, hi - lo);
-    log_.erase(hi - n, hi);
+    auto it = std::lower_bound(log_.begin(), log_.end(), at,
+                               [](const entry& e, ns t) { return e.at < t; });
+    if (it == log_.end() || it->at != at)
+      return;
+    const std::int64_t before = it == log_.begin() ? base_ : std::prev(it)->through;
+    const std::int64_t n = std::min(cost, it->through - before);
+    for (auto later = it; later != log_.end(); ++later)
+      later->through -= n;
+    if (it->through == before)
+      log_.erase(it);
   }
 
-  bool idle(ns now) const noexcept { return log_.empty() || log_.back() <= now - window_; }
+  bool idle(ns now) const noexcept { return log_.empty() || log_.back().at <= now - window_; }
 
   std::int64_t remaining(ns now) const noexcept {
-    if (!log_.empty() && log_.back() > now)
+    if (!log_.empty() && log_.back().at > now)
       return 0;
-    const auto live =
-        std::distance(std::upper_bound(log_.begin(), log_.end(), now - window_), log_.end());
-    return std::max<std::int64_t>(0, limit_ - live);
+    auto first_live = std::upper_bound(log_.begin(), log_.end(), now - window_,
+                                       [](ns t, const entry& e) { return t < e.at; });
+    const std::int64_t gone = first_live == log_.begin() ? base_ : std::prev(first_live)->through;
+    return std::max<std::int64_t>(0, limit_ - (top() - gone));
   }
   ns retry_after(ns now) const noexcept { return earliest(now, 1) - now; }
   ns reset_after(ns now) const noexcept {
-    return log_.empty() ? 0 : std::max<ns>(0, log_.back() + window_ - now);
+    return log_.empty() ? 0 : std::max<ns>(0, log_.back().at + window_ - now);
   }
 
-  void reset() noexcept { log_.clear(); }
+  void reset() noexcept {
+    log_.clear();
+    base_ = 0;
+  }
+  // Entries held: admission times, not units.
   std::size_t size() const noexcept { return log_.size(); }
 
 private:
+  struct entry {
+    ns at;
+    std::int64_t through; // units logged up to and including this entry's
+  };
+
+  std::int64_t top() const noexcept { return log_.empty() ? base_ : log_.back().through; }
+
   void prune(ns now) {
-    while (!log_.empty() && log_.front() <= now - window_)
+    while (!log_.empty() && log_.front().at <= now - window_) {
+      base_ = log_.front().through;
       log_.pop_front();
+    }
+    if (log_.empty())
+      base_ = 0;
   }
 
-  // Works on an unpruned log too: pruned entries are all <= now - W and so
+  // Works on an unpruned log too: pruned units are all <= now - W and so
   // never raise t above now.
   ns earliest(ns now, std::int64_t cost) const noexcept {
     ns t = now;
     if (log_.empty())
       return t;
-    t = std::max(t, log_.back());
-    const auto idx = static_cast<std::int64_t>(log_.size()) + cost - 1 - limit_;
-    if (idx >= 0)
-      t = std::max(t, log_[static_cast<std::size_t>(idx)] + window_);
+    t = std::max(t, log_.back().at);
+    const std::int64_t idx = top() - base_ + cost - 1 - limit_;
+    if (idx >= 0) {
+      // The entry holding unit idx (counted from 0 after base_).
+      auto it = std::lower_bound(log_.begin(), log_.end(), base_ + idx + 1,
+                                 [](const entry& e, std::int64_t u) { return e.through < u; });
+      if (it != log_.end())
+        t = std::max(t, it->at + window_);
+    }
     return t;
   }
 
   std::int64_t limit_;
   ns window_;
-  std::deque<ns> log_;
+  std::deque<entry> log_;
+  std::int64_t base_ = 0; // units logged before the first entry (pruned)
 };
 
 } // namespace ratesync::memory
