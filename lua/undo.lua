@@ -20,23 +20,19 @@ else
   -- count its units in their running totals, which drop by its cost (see
   -- sliding_window.lua).
   local suffix = ':' .. ARGV[3] .. ':' .. ARGV[2]
-  local mine
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[5], ARGV[5])) do
-    if string.sub(m, -#suffix) == suffix then
-      mine = m
-    end
-  end
-  if mine then
-    local cost = tonumber(ARGV[3])
-    local later = redis.call('ZRANGE', KEYS[1], redis.call('ZRANK', KEYS[1], mine) + 1, -1,
-                             'WITHSCORES')
-    redis.call('ZREM', KEYS[1], mine)
-    for k = 1, #later, 2 do
-      local m = later[k]
+  local cost = tonumber(ARGV[3])
+  local found = false
+  local from = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[5], '+inf', 'WITHSCORES')
+  for k = 1, #from, 2 do
+    local m = from[k]
+    if found then
       local h = string.format('%x', tonumber(string.sub(m, 2, string.byte(m) - 95), 16) - cost)
       redis.call('ZREM', KEYS[1], m)
-      redis.call('ZADD', KEYS[1], later[k + 1],
+      redis.call('ZADD', KEYS[1], from[k + 1],
                  string.char(96 + #h) .. h .. string.sub(m, string.byte(m) - 94))
+    elseif string.sub(m, -#suffix) == suffix then
+      found = true
+      redis.call('ZREM', KEYS[1], m)
     end
   end
 end

@@ -19,6 +19,7 @@
 #include <future>
 #include <gtest/gtest.h>
 #include <map>
+#include <random>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -26,7 +27,9 @@
 #include <thread>
 #include <vector>
 
+#include "ratesync/memory/sliding_log.hpp"
 #include "ratesync/ratesync.hpp"
+#include "redis/lua_scripts.hpp"
 #include "redis/redis_engine.hpp" // key_base: the documented key layout
 #include "redis/script.hpp"       // sha1_hex
 #include "redis_server.hpp"
@@ -944,6 +947,90 @@ TEST(RedisKeys, CallerKeysAreOpaqueAndNeverCollide) {
 // ---------------------------------------------------------------------------
 // get_state and reset
 
+// The sliding-window scripts decide exactly as the memory engine's log
+// (include/ratesync/memory/sliding_log.hpp) on the same calls at the same
+// times: sliding_window.lua, undo.lua and state.lua, with Redis TIME replaced
+// by a clock the test sets, over random costs, waits and cancellations
+// (anywhere in the log, which renumbers the running totals after them).
+TEST(RedisScripts, SlidingWindowDecidesExactlyAsTheMemoryEngine) {
+  redis_server srv;
+  const auto on_test_clock = [](std::string_view script) {
+    const std::string time_lines = "local t = redis.call('TIME')\n"
+                                   "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])";
+    std::string s(script);
+    const auto at = s.find(time_lines);
+    if (at == std::string::npos)
+      throw std::runtime_error("the script no longer reads TIME as this test expects");
+    return s.replace(at, time_lines.size(), "local now = tonumber(redis.call('GET', 'clock'))");
+  };
+  const std::string sw = on_test_clock(redis::lua::sliding_window);
+  const std::string state = on_test_clock(redis::lua::state);
+  const std::string undo(redis::lua::undo);
+  using ratesync::memory::sliding_log;
+  std::mt19937_64 rng(11);
+  int waited = 0, denied = 0, cancelled = 0;
+  for (int round = 0; round < 6; ++round) {
+    // Windows of 10-300 s of the test clock: the keys' TTLs (real time)
+    // outlast the test.
+    const auto window_us = static_cast<std::int64_t>(10 + rng() % 290) * 1'000'000;
+    const auto limit = static_cast<std::int64_t>(1 + rng() % 40);
+    sliding_log mem(limit, window_us * 1000);
+    const std::string key = "parity:" + std::to_string(round);
+    std::int64_t now = 1'800'000'000'000'000; // us
+    struct reservation {
+      std::int64_t at_us, cost;
+      std::string id;
+    };
+    std::vector<reservation> held;
+    for (int i = 0; i < 300; ++i) {
+      SCOPED_TRACE("round " + std::to_string(round) + " call " + std::to_string(i));
+      now += static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(2 * window_us / limit));
+      srv.command({"SET", "clock", std::to_string(now)});
+      if (!held.empty() && rng() % 4 == 0) {
+        const std::size_t k = rng() % held.size();
+        const reservation r = held[k];
+        held.erase(held.begin() + static_cast<std::ptrdiff_t>(k));
+        ASSERT_EQ(srv.command({"EVAL", undo, "1", key, "sw", r.id, std::to_string(r.cost), "",
+                               std::to_string(r.at_us)}),
+                  ":1");
+        mem.cancel(r.at_us * 1000, r.cost);
+        ++cancelled;
+      }
+      const auto cost = static_cast<std::int64_t>(1 + rng() % static_cast<std::uint64_t>(limit));
+      const std::int64_t max_wait =
+          rng() % 3 == 0 ? -1 : static_cast<std::int64_t>(rng() % (2 * window_us));
+      const std::string id = "c" + std::to_string(i);
+      const reply got =
+          srv.query({"EVAL", sw, "1", key, std::to_string(window_us), std::to_string(limit),
+                     std::to_string(cost), std::to_string(max_wait), "0", "0", id, "0"});
+      const auto want =
+          mem.take(now * 1000, cost,
+                   max_wait < 0 ? std::numeric_limits<std::int64_t>::max() : max_wait * 1000);
+      if (!want.allowed) {
+        ++denied;
+        ASSERT_EQ(got.to_string(), ":" + std::to_string(-want.retry_after / 1000));
+      } else if (want.wait == 0) {
+        ASSERT_EQ(got.to_string(), ":0");
+      } else {
+        ++waited;
+        ASSERT_EQ(got.to_string(), "*3 [:1, :" + std::to_string(want.wait / 1000) +
+                                       ", :" + std::to_string(want.at / 1000) + "]");
+        held.push_back({want.at / 1000, cost, id});
+      }
+      const std::int64_t t = now * 1000;
+      ASSERT_EQ(srv.command({"EVAL", state, "2", key, "none", "sw", std::to_string(window_us),
+                             std::to_string(limit)}),
+                "*4 [:" + std::to_string(mem.remaining(t)) +
+                    ", :" + std::to_string(mem.retry_after(t) / 1000) +
+                    ", :" + std::to_string(mem.reset_after(t) / 1000) + ", :0]");
+    }
+  }
+  // The sequence exercised every branch.
+  EXPECT_GT(waited, 100);
+  EXPECT_GT(denied, 100);
+  EXPECT_GT(cancelled, 100);
+}
+
 TEST(RedisState, GetStateMatchesTheNumbersAndResetForgetsTheRate) {
   redis_server srv;
   registry reg;
@@ -1274,6 +1361,7 @@ std::uint64_t run_every_request(redis_server& srv, const std::string& url,
   reg.configure_limiter("sw", sw);
   reg.configure_limiter("cc", slots(2));
   reg.configure_limiter("slow", bucket(10, 1));
+  reg.configure_limiter("slow_sw", window(1, 0.1));
   auto quietly = [](auto f) {
     try {
       f();
@@ -1293,11 +1381,12 @@ std::uint64_t run_every_request(redis_server& srv, const std::string& url,
     quietly([&] { (void)state_of(reg.get_limiter(name), "k"); });
   quietly([&] { run(reg.get_limiter("tb").reset("k")); });
   quietly([&] { run(reg.get_limiter("sw").reset("k")); });
-  quietly([&] {
-    limiter slow = reg.get_limiter("slow");
-    (void)try_now(slow);
-    (void)run(acquire_then_cancel(slow, 20ms)); // waits ~100 ms: cancelled, undone
-  });
+  for (const char* name : {"slow", "slow_sw"})
+    quietly([&] {
+      limiter slow = reg.get_limiter(name);
+      (void)try_now(slow);
+      (void)run(acquire_then_cancel(slow, 20ms)); // waits ~100 ms: cancelled, undone
+    });
   srv.command({"SCRIPT", "FLUSH"});
   quietly([&] { (void)try_now(reg.get_limiter("cc"), "k2"); });
   std::this_thread::sleep_for(200ms); // idle: health-check PINGs
