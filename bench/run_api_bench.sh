@@ -97,7 +97,7 @@ if [[ -z "$BENCH" ]]; then
       -DRATESYNC_BUILD_TESTS=OFF -DRATESYNC_BUILD_EXAMPLES=OFF >/dev/null
   fi
   echo "building api_bench in $BUILD_DIR ..."
-  if ! nice -n 10 cmake --build "$BUILD_DIR" --target api_bench spin_gaps --parallel "${BUILD_JOBS:-2}" \
+  if ! nice -n 10 cmake --build "$BUILD_DIR" --target api_bench spin_gaps paced_reference --parallel "${BUILD_JOBS:-2}" \
     >"$BUILD_DIR/api_bench_build.log" 2>&1; then
     tail -n 40 "$BUILD_DIR/api_bench_build.log" >&2
     echo "run_api_bench.sh: building api_bench failed (log: $BUILD_DIR/api_bench_build.log)" >&2
@@ -188,21 +188,35 @@ reference_args() { # strategy scenario keys -> words after EVALSHA <sha>
     wait=0 p1=8000000 p2=1
   fi
   [[ "$strat" == token_bucket_concurrent ]] && maxc=1000000
-  # The sliding window logs "<id>:<n>" per admission: ids must differ per call.
+  # The sliding window logs one member per call, named after its id: ids
+  # differ per call, as the engine's do.
   [[ "$strat" == sliding_window ]] && id="0123456789abcdef-__rand_int__"
   if [[ "$keys" == 1 ]]; then tag="{bench}"; else tag="{bench|__rand_int__}"; fi
   # Without max_concurrent the engine sends no lease key, and the bucket
   # neither the request id nor the lease time to live.
   if [[ "$strat" == token_bucket_concurrent ]]; then
-    echo "2 rate_limit:$tag:$suffix rate_limit:$tag:cc $p1 $p2 1 $wait 10000 $maxc $id 30000000"
+    # On one key, admitting, every caller holds a lease of its own, and each
+    # decision carries the lease released just before it (it rides in the
+    # script: ARGV[9], removed before deciding). So does the reference: lease
+    # ids drawn from as many as there are callers (-r, see reference_r), and
+    # one of them released per call. On 10k keys a release is for another key
+    # and goes out as a ZREM of its own, which the reference cannot send.
+    local release=""
+    if [[ "$keys" == 1 && "$scen" == admit ]]; then
+      id="0123456789abcdef-__rand_int__" release=" 0123456789abcdef-__rand_int__"
+    fi
+    echo "2 rate_limit:$tag:$suffix rate_limit:$tag:cc $p1 $p2 1 $wait 10000 $maxc $id 30000000$release"
   elif [[ "$strat" == sliding_window ]]; then
     echo "1 rate_limit:$tag:$suffix $p1 $p2 1 $wait 10000 0 $id 30000000"
   else
     echo "1 rate_limit:$tag:$suffix $p1 $p2 1 $wait 10000 0"
   fi
 }
-reference_r() { # strategy keys -> -r value ("" for none)
-  if [[ "$2" != 1 ]]; then echo "$2"; elif [[ "$1" == sliding_window ]]; then echo 2000000000; else echo ""; fi
+reference_r() { # strategy scenario keys callers -> -r value ("" for none)
+  if [[ "$3" != 1 ]]; then echo "$3"
+  elif [[ "$1" == sliding_window ]]; then echo 2000000000
+  elif [[ "$1" == token_bucket_concurrent && "$2" == admit ]]; then echo "$4" # lease ids
+  else echo ""; fi
 }
 
 ROWS="$RESULTS_DIR/rows.csv"
@@ -304,6 +318,36 @@ run_ours() {
 
 split() { tr ',' ' ' <<<"$1"; }
 
+# The half-load rows' physical reference: bench/paced_reference (next to
+# api_bench or in the build's bench/), EVALSHA of the token-bucket script
+# paced at the same rate on the same keys by a client that does next to
+# nothing. Without it those rows have no reference (said in the summary).
+PACED_BIN=""
+for candidate in "$(dirname "$BENCH")/paced_reference" "$(dirname "$BENCH")/../bench/paced_reference" \
+  "$BUILD_DIR/bench/paced_reference"; do
+  if [[ -x "$candidate" ]]; then PACED_BIN="$candidate"; break; fi
+done
+run_paced_ref() { # row rep rate keys
+  local row="$1" rep="$2" rate="$3" keys="$4"
+  local base="$RESULTS_DIR/$(echo "$row" | tr '/' '_')-ref-$rep"
+  # shellcheck disable=SC2046 # reference_args is words
+  local cmd=("$PACED_BIN" --host "$HOST" --port "$PORT" --rate "$rate" --seconds "$SECONDS_PER_RUN"
+    --warmup "$WARMUP" --keys "$keys" -- EVALSHA "${SHA[token_bucket]}" $(reference_args token_bucket admit "$keys"))
+  echo "${cmd[*]}" >"$base.cmd"
+  cli FLUSHALL >/dev/null
+  local la line dps p50 p99 p999 wp99
+  la="$(loadavg)"
+  if ! "${cmd[@]}" >"$base.out" 2>"$base.err"; then
+    fail "$row: paced_reference failed: $(head -c 200 "$base.err")"
+    return
+  fi
+  line="$(cat "$base.out")"
+  read -r dps p50 p99 p999 wp99 < <(echo "$line" | sed -E 's/^paced_reference: ([0-9.]+) calls\/s, p50 ([0-9.]+) us, p99 ([0-9.]+) us, p99.9 ([0-9.]+) us \(from the write: p99 ([0-9.]+) us\).*/\1 \2 \3 \4 \5/')
+  echo "ref,$row,$rep,$dps,$p50,$p99,$p999,,,,,,,$la,,,,$wp99" >>"$ROWS"
+  printf '  %-50s rep %s ref:  %9s/s  p50 %7s us  p99 %8s us  p99.9 %8s  (paced_reference)\n' \
+    "$row" "$rep" "$dps" "$p50" "$p99" "$p999"
+}
+
 {
   echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), kernel $(uname -r), loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "redis-server $REDIS_VERSION at $URL (pid ${SERVER_PID:-?}); $(redis-benchmark --version | head -n1)"
@@ -373,7 +417,7 @@ if ((REDIS)); then
     if [[ "$pool" == one || "$pool" == io ]]; then c=1; else c="${CONNS[$callers]}"; ((c > callers)) && c="$callers"; fi
     p=$(((callers + c - 1) / c))
     REF_C[$row]=$c REF_P[$row]=$p
-    REF_R[$row]="$(reference_r "$strat" "$keys")"
+    REF_R[$row]="$(reference_r "$strat" "$scen" "$keys" "$callers")"
     REF_ARGS[$row]="${SHA[$strat]} $(reference_args "$strat" "$scen" "$keys")"
     n0=$((c * p * 40))
     ((n0 < 4000)) && n0=4000
@@ -411,8 +455,9 @@ if ((REDIS)); then
 
   # Latency at half of the saturated throughput: the token-bucket admission
   # row with the highest median decisions/s, run again with its callers paced
-  # (open loop) at half that rate.
-  if ((EXTRAS)) && [[ "$MODE" != smoke ]]; then
+  # (open loop) at half that rate. The smoke run does one such row (its
+  # saturating row's keys, callers on the I/O thread) with its reference.
+  if ((EXTRAS)); then
     read -r SAT_ROW SAT < <(awk -F, '$1 == "ours" && $2 ~ /^token_bucket\/admit\// {v[$2] = v[$2] " " $4}
       END { best = 0; row = "-"
         for (r in v) { n = split(v[r], a, " "); for (i = 2; i <= n; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j+1] = a[j]; a[j+1] = x }
@@ -431,6 +476,10 @@ if ((REDIS)); then
       [[ "$pool" != io ]] && modes+=(io)
       key_counts=("$keys")
       if [[ "$keys" == 1 ]]; then key_counts+=(10000); else key_counts+=(1); fi
+      if [[ "$MODE" == smoke ]]; then
+        modes=(io) key_counts=("$keys")
+        [[ -n "$PACED_BIN" ]] || fail "smoke: no bench/paced_reference next to $BENCH (build the paced_reference target)"
+      fi
       cli CONFIG SET latency-monitor-threshold 1 >/dev/null
       for k in "${key_counts[@]}"; do
         for mode in "${modes[@]}"; do
@@ -439,6 +488,7 @@ if ((REDIS)); then
             [[ "$mode" == io ]] && pool_args=(--pool one --io-thread)
             run_ours "half_load/$HALF/$callers/$k/$mode" "$rep" --strategy token_bucket --scenario admit \
               --callers "$callers" --keys "$k" "${pool_args[@]}" --rate "$HALF"
+            [[ -n "$PACED_BIN" ]] && run_paced_ref "half_load/$HALF/$callers/$k/$mode" "$rep" "$HALF" "$k"
             # LATENCY LATEST: name, time, latest ms, max ms per event.
             echo "half_load/$HALF/$callers/$k/$mode,$rep,$(cli LATENCY LATEST |
               awk 'NR % 4 == 1 { n = $0 } NR % 4 == 0 { printf "%s%s %s ms", sep, n, $0; sep = "; " }')" \
@@ -450,7 +500,7 @@ if ((REDIS)); then
       # The machine's own stalls, for comparison (spin_gaps sits next to
       # api_bench; a --bench-bin elsewhere may have none).
       GAPS_BIN="$(dirname "$BENCH")/spin_gaps"
-      if [[ -x "$GAPS_BIN" ]]; then
+      if [[ -x "$GAPS_BIN" && "$MODE" != smoke ]]; then
         "$GAPS_BIN" 5 | tee "$RESULTS_DIR/spin_gaps.out"
       fi
     fi
@@ -550,13 +600,14 @@ awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
             rl = rl " " byrep[r SUBSEP "ours" SUBSEP j] / byrep[r SUBSEP "ref" SUBSEP j]
           rr = sprintf("%.2f-%.2f", lo(rl), hi(rl))
         }
-        ref_label = has_ref ? sprintf("`-c %s -P %s`", refc[r], refp[r]) : "-"
+        paced = r ~ /^half_load\//
+        ref_label = !has_ref ? "-" : paced ? "`paced_reference`" : sprintf("`-c %s -P %s`", refc[r], refp[r])
         printf "| %s | %s | %s | %s | %s | %.0f / %.0f / %.0f | %s | %.2f / %s | %.2f / %s | %s |\n", label(r), ref_label,
           has_ref ? fmt_rate(dps[f]) : "-", fmt_rate(dps[o]), has_ref ? ratio " (" rr ")" : "-",
           med(p50[o]), med(p99[o]), med(p999[o]),
           has_ref ? sprintf("%.0f / %.0f", med(p50[f]), med(p99[f])) : "-",
-          med(cpu[o]), has_ref ? sprintf("%.2f", med(cpu[f])) : "-",
-          med(upc[o]), has_ref ? sprintf("%.2f", med(upc[f])) : "-",
+          med(cpu[o]), has_ref && !paced ? sprintf("%.2f", med(cpu[f])) : "-",
+          med(upc[o]), has_ref && !paced ? sprintf("%.2f", med(upc[f])) : "-",
           (o in conns) ? med(conns[o]) : "?"
         printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", r,
           has_ref ? "-c " refc[r] " -P " refp[r] : "", med(dps[f]), lo(dps[f]), hi(dps[f]),
@@ -585,9 +636,16 @@ awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
       }
       for (i = 1; i <= nrows; i++) {
         r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"
-        if (g[1] == "half_load")
-          printf "- p99 under 1 ms at half of the saturated throughput, %s: %.0f us %s (from each call'"'"'s actual start, without the pacer'"'"'s lateness: %.0f us)\n", label(r), med(p99[o]),
+        if (g[1] == "half_load") {
+          printf "- p99 under 1 ms at half of the saturated throughput, %s: %.0f us %s (from each call'"'"'s actual start, without the pacer'"'"'s lateness: %.0f us)", label(r), med(p99[o]),
             (med(p99[o]) < 1000 ? "MET" : "not met"), med(sp99[o])
+          f = r SUBSEP "ref"
+          if (f in seen)
+            printf "; the physical reference (bench/paced_reference, same rate and keys): p99 %.0f us (%.0f-%.0f), ratio %.2f\n",
+              med(p99[f]), lo(p99[f]), hi(p99[f]), med(p99[o]) / med(p99[f])
+          else
+            printf "; no physical reference (bench/paced_reference not built)\n"
+        }
       }
     }
     # Memory engine rows.
