@@ -18,7 +18,17 @@ if ARGV[1] == 'tb' then
 else
   -- The entry "<through>:<cost>:<id>" at its time; the entries after it
   -- count its units in their running totals, which drop by its cost (see
-  -- sliding_window.lua).
+  -- sliding_window.lua). That rewrites every later entry, so only while at
+  -- most 256 entries lie at or after its time: behind a deeper queue (a
+  -- mass cancellation would cost the server quadratic time) its units stay
+  -- spent until they leave the window, as the bucket's do once a later
+  -- reservation was made.
+  if redis.call('ZCOUNT', KEYS[1], ARGV[5], '+inf') > 256 then
+    if ARGV[4] ~= '' then
+      redis.call('ZREM', KEYS[2], ARGV[4])
+    end
+    return 1
+  end
   local suffix = ':' .. ARGV[3] .. ':' .. ARGV[2]
   local cost = tonumber(ARGV[3])
   local found = false

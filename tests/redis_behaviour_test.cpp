@@ -952,17 +952,19 @@ TEST(RedisKeys, CallerKeysAreOpaqueAndNeverCollide) {
 // times: sliding_window.lua, undo.lua and state.lua, with Redis TIME replaced
 // by a clock the test sets, over random costs, waits and cancellations
 // (anywhere in the log, which renumbers the running totals after them).
+// A script that reads the time from the key "clock" instead of Redis TIME.
+std::string on_test_clock(std::string_view script) {
+  const std::string time_lines = "local t = redis.call('TIME')\n"
+                                 "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])";
+  std::string s(script);
+  const auto at = s.find(time_lines);
+  if (at == std::string::npos)
+    throw std::runtime_error("the script no longer reads TIME as this test expects");
+  return s.replace(at, time_lines.size(), "local now = tonumber(redis.call('GET', 'clock'))");
+}
+
 TEST(RedisScripts, SlidingWindowDecidesExactlyAsTheMemoryEngine) {
   redis_server srv;
-  const auto on_test_clock = [](std::string_view script) {
-    const std::string time_lines = "local t = redis.call('TIME')\n"
-                                   "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])";
-    std::string s(script);
-    const auto at = s.find(time_lines);
-    if (at == std::string::npos)
-      throw std::runtime_error("the script no longer reads TIME as this test expects");
-    return s.replace(at, time_lines.size(), "local now = tonumber(redis.call('GET', 'clock'))");
-  };
   const std::string sw = on_test_clock(redis::lua::sliding_window);
   const std::string state = on_test_clock(redis::lua::state);
   const std::string undo(redis::lua::undo);
@@ -1029,6 +1031,33 @@ TEST(RedisScripts, SlidingWindowDecidesExactlyAsTheMemoryEngine) {
   EXPECT_GT(waited, 100);
   EXPECT_GT(denied, 100);
   EXPECT_GT(cancelled, 100);
+}
+
+// Undoing a reservation rewrites the running totals of the entries after it,
+// so behind more than 256 of them undo.lua leaves its units spent (a mass
+// cancellation of a deep queue would otherwise cost the server quadratic
+// time); nearer the end of the queue it still gives them back.
+TEST(RedisScripts, ASlidingWindowUndoBehindADeepQueueLeavesTheUnitsSpent) {
+  redis_server srv;
+  const std::string sw = on_test_clock(redis::lua::sliding_window);
+  const std::string undo(redis::lua::undo);
+  srv.command({"SET", "clock", "1000000000"});
+  // Limit 1 per second: the first admits now, each next one waits a second more.
+  std::vector<std::string> at;
+  for (int i = 0; i < 300; ++i) {
+    const reply r = srv.query({"EVAL", sw, "1", "deep", "1000000", "1", "1", "-1", "0", "0",
+                               "c" + std::to_string(i), "0"});
+    at.push_back(i == 0 ? "1000000000" : std::to_string(r.elements.at(2).integer));
+  }
+  ASSERT_EQ(srv.query({"ZCARD", "deep"}).integer, 300);
+  // The second of 300 has 299 entries at or after its time: left in place.
+  EXPECT_EQ(srv.command({"EVAL", undo, "1", "deep", "sw", "c1", "1", "", at[1]}), ":1");
+  EXPECT_EQ(srv.query({"ZCARD", "deep"}).integer, 300);
+  // The 290th has 11: removed, and the entries after it renumbered.
+  EXPECT_EQ(srv.command({"EVAL", undo, "1", "deep", "sw", "c289", "1", "", at[289]}), ":1");
+  EXPECT_EQ(srv.query({"ZCARD", "deep"}).integer, 299);
+  const reply last = srv.query({"ZRANGE", "deep", "-1", "-1"});
+  EXPECT_EQ(last.elements.at(0).str, "c12b:1:c299") << "through 299 (hex 12b) after the removal";
 }
 
 TEST(RedisState, GetStateMatchesTheNumbersAndResetForgetsTheRate) {
