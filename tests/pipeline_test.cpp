@@ -29,8 +29,9 @@ const std::error_code cancelled = std::make_error_code(std::errc::operation_canc
 // Records its completions; never completed more than once in a correct run.
 class test_request : public request {
 public:
-  explicit test_request(std::string payload, time_point deadline = time_point::max())
-      : request(std::move(payload), deadline) {}
+  explicit test_request(std::string payload, time_point deadline = time_point::max(),
+                        bool background = false)
+      : request(std::move(payload), deadline, background) {}
 
   int completions = 0;
   std::error_code ec;
@@ -113,6 +114,40 @@ TEST(Pipeline, BatchesEverythingWaiting) {
   EXPECT_EQ(p.in_flight(), 3u);
   EXPECT_EQ(p.size(), 3u);
   EXPECT_EQ(p.take_write_batch(), ""); // nothing written twice
+}
+
+// load() is size() without the background requests (releases nobody waits
+// for), however each of them leaves: reply, cancellation, deadline,
+// disconnect.
+TEST(Pipeline, BackgroundRequestsAreNotLoad) {
+  pipeline p;
+  test_request a("a"), bg1("1", time_point::max(), true), bg2("2", t0, true),
+      bg3("3", time_point::max(), true), bg4("4", time_point::max(), true);
+  p.push(a);
+  p.push(bg1);
+  p.push(bg2);
+  EXPECT_EQ(p.size(), 3u);
+  EXPECT_EQ(p.load(), 1u);
+  (void)p.take_write_batch();
+  p.push(bg3);
+  p.push(bg4);
+  EXPECT_EQ(p.load(), 1u);
+  EXPECT_TRUE(p.on_reply(integer_reply(1))); // a
+  EXPECT_EQ(p.load(), 0u);
+  EXPECT_TRUE(p.on_reply(integer_reply(1))); // bg1
+  EXPECT_EQ(p.size(), 3u);
+  EXPECT_EQ(p.load(), 0u);
+  (void)p.expire(t0 + seconds(1)); // bg2 (written) times out
+  p.cancel(bg3, cancelled);        // waiting
+  EXPECT_EQ(p.load(), 1u) << "bg2's place stays (its reply may come) and counts as load";
+  test_request b("b");
+  p.push(b);
+  EXPECT_EQ(p.load(), 2u);
+  p.on_disconnect(cancelled, true);
+  EXPECT_EQ(p.size(), 0u);
+  EXPECT_EQ(p.load(), 0u);
+  for (auto* r : {&a, &bg1, &bg2, &bg3, &bg4, &b})
+    EXPECT_EQ(r->completions, 1);
 }
 
 TEST(Pipeline, RepliesMatchInWriteOrder) {
@@ -490,9 +525,11 @@ TEST(Pipeline, TenThousandRequestsWithCancelsCompleteExactlyOnce) {
   while (next_id < total || p.size() > 0) {
     if (next_id < total && chance(60)) {
       const int id = next_id++;
-      rs.push_back(std::make_unique<test_request>(std::to_string(id) + ";", now + seconds(1)));
+      rs.push_back(std::make_unique<test_request>(std::to_string(id) + ";", now + seconds(1),
+                                                  /*background=*/id % 3 == 0));
       p.push(*rs.back());
     }
+    ASSERT_LE(p.load(), p.size());
     if (chance(25) && !rs.empty()) {
       // Any recent request: waiting, written, completed or abandoned.
       const auto back =
@@ -528,6 +565,7 @@ TEST(Pipeline, TenThousandRequestsWithCancelsCompleteExactlyOnce) {
     if (next_id >= total && chance(10))
       p.on_disconnect(errc::shutting_down, true);
   }
+  EXPECT_EQ(p.load(), 0u) << "a background request left without being counted out";
   EXPECT_FALSE(p.on_reply(integer_reply(0)));
 
   int replied = 0;

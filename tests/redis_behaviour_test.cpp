@@ -786,6 +786,58 @@ TEST(RedisKeys, ReleasesMadeByCallersThatStopGoOutWhenTheirBatchEnds) {
   EXPECT_LT(zrems, 40) << "one ZREM per release: releases were not batched";
 }
 
+// Releases for keys other than the next decision's go out as ZREMs of their
+// own. Nobody waits for them, so they do not make a connection "busy": 50
+// callers on many keys keep to the two connections the pool starts with
+// (each new one opens at 32 outstanding decisions), where counting the
+// ZREMs opened 8-10.
+TEST(RedisKeys, ReleasesOnManyKeysDoNotGrowThePool) {
+  redis_server srv;
+  registry reg;
+  store_options so = redis_store(srv, "grow");
+  so.pool_min_size = 2;
+  so.pool_max_size = 10;
+  reg.configure_store("r", so);
+  limiter_options o = bucket(1e6, 1000000);
+  o.max_concurrent = 1000;
+  reg.configure_limiter("cc", o);
+  const limiter l = reg.get_limiter("cc");
+  ASSERT_TRUE(try_now(l).allowed); // connected, scripts loaded
+  const auto connections = [&] {
+    const std::string list = srv.command({"CLIENT", "LIST"});
+    std::size_t n = 0;
+    for (auto at = list.find("name=ratesync"); at != std::string::npos;
+         at = list.find("name=ratesync", at + 1))
+      ++n;
+    return n;
+  };
+  asio::io_context callers;
+  std::atomic<bool> stop{false};
+  std::atomic<int> admitted{0};
+  for (int i = 0; i < 50; ++i)
+    asio::co_spawn(
+        callers,
+        [l, i, &stop, &admitted]() -> asio::awaitable<void> {
+          for (int k = 0; !stop; ++k) {
+            acquire_options a;
+            a.key = std::to_string((i * 7919 + k * 104729) % 10000);
+            permit p = co_await l.acquire(a);
+            ++admitted;
+          } // each permit released as the next call starts: a ZREM for its key
+        },
+        asio::detached);
+  std::thread runner([&] { callers.run(); });
+  std::size_t most = 0;
+  for (int i = 0; i < 10; ++i) {
+    std::this_thread::sleep_for(50ms);
+    most = std::max(most, connections());
+  }
+  stop = true;
+  runner.join();
+  EXPECT_GT(admitted.load(), 500);
+  EXPECT_LE(most, 2u) << "connections opened by 50 callers";
+}
+
 // A release followed by a decision on its leases key rides in that
 // decision's script (each decision script removes such leases first): no ZREM
 // of its own, and the slot it frees counts as free in that very decision.

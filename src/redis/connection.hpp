@@ -98,11 +98,13 @@ public:
   // the connect error if no connection could be made. Error replies from the
   // server are replies, not errors. Cancellation (per-operation, any type)
   // removes a request not yet written, or discards the reply of one written.
+  // A `background` request (nobody waits for it, the server answers it at
+  // once: a ZREM of released leases) does not count in load().
   template <class CompletionToken>
-  auto async_execute(std::string payload, CompletionToken&& token) {
+  auto async_execute(std::string payload, CompletionToken&& token, bool background = false) {
     return asio::async_initiate<CompletionToken, void(std::error_code, reply_ptr)>(
-        [self = shared_from_this()](auto handler, std::string payload) mutable {
-          self->initiate(std::move(handler), std::move(payload));
+        [self = shared_from_this(), background](auto handler, std::string payload) mutable {
+          self->initiate(std::move(handler), std::move(payload), background);
         },
         token, std::move(payload));
   }
@@ -113,7 +115,8 @@ public:
   // true. Outside a batch returns false: the caller does the work now.
   static bool defer_to_batch_end(std::shared_ptr<batch_end_work> w);
 
-  // Requests queued or awaiting a reply (for least-loaded selection).
+  // Requests queued or awaiting a reply, background ones left out (for
+  // least-loaded selection).
   std::size_t load() const noexcept { return load_.load(std::memory_order_relaxed); }
   bool is_connected() const noexcept { return connected_.load(std::memory_order_relaxed); }
   connection_stats stats() const noexcept;
@@ -132,7 +135,7 @@ private:
   connection(asio::io_context& ctx, connection_options options,
              std::shared_ptr<asio::ssl::context> tls);
 
-  template <class Handler> void initiate(Handler handler, std::string payload);
+  template <class Handler> void initiate(Handler handler, std::string payload, bool background);
 
   // On the connection's thread.
   void submit(request* r, std::uint64_t id);
@@ -150,7 +153,7 @@ private:
   // one function per run of requests with the same executor, instead of one
   // post (a lock, often a wake-up) per request.
   void flush_ready() noexcept;
-  void refresh_load() noexcept { load_.store(pipeline_.size(), std::memory_order_relaxed); }
+  void refresh_load() noexcept { load_.store(pipeline_.load(), std::memory_order_relaxed); }
 
   struct impl;
   std::unique_ptr<impl> impl_;
@@ -328,8 +331,9 @@ private:
 template <class Handler> class connection::handler_request final : public queued_request {
 public:
   handler_request(std::string payload, std::chrono::steady_clock::time_point deadline,
-                  Handler handler, std::shared_ptr<connection> owner, std::uint64_t id)
-      : queued_request(std::move(payload), deadline), handler_(std::move(handler)),
+                  bool background, Handler handler, std::shared_ptr<connection> owner,
+                  std::uint64_t id)
+      : queued_request(std::move(payload), deadline, background), handler_(std::move(handler)),
         work_(asio::prefer(asio::get_associated_executor(handler_, owner->ctx_.get_executor()),
                            asio::execution::outstanding_work_t::tracked)),
         owner_(std::move(owner)), id_(id) {}
@@ -394,7 +398,8 @@ private:
   reply_ptr reply_;
 };
 
-template <class Handler> void connection::initiate(Handler handler, std::string payload) {
+template <class Handler>
+void connection::initiate(Handler handler, std::string payload, bool background) {
   const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto slot = asio::get_associated_cancellation_slot(handler);
   if (slot.is_connected()) {
@@ -405,8 +410,8 @@ template <class Handler> void connection::initiate(Handler handler, std::string 
     });
   }
   const auto deadline = std::chrono::steady_clock::now() + request_timeout_;
-  auto* r = new handler_request<Handler>(std::move(payload), deadline, std::move(handler),
-                                         shared_from_this(), id);
+  auto* r = new handler_request<Handler>(std::move(payload), deadline, background,
+                                         std::move(handler), shared_from_this(), id);
   requests_.fetch_add(1, std::memory_order_relaxed);
   if (ctx_.get_executor().running_in_this_thread()) {
     submit(r, id); // a caller on the connection's own thread: no hop

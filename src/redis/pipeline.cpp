@@ -40,6 +40,7 @@ void pipeline::push(request& r) {
   waiting_.push_back(&r);
   r.state_ = request::state::waiting;
   ++waiting_count_;
+  background_count_ += r.background_ ? 1 : 0;
 }
 
 std::string pipeline::take_write_batch() {
@@ -71,8 +72,10 @@ bool pipeline::on_reply(reply_ptr reply) {
   request* r = written_.front();
   written_.pop_front();
   // nullptr: an abandoned request, already completed; `reply` is freed here.
-  if (r != nullptr)
+  if (r != nullptr) {
+    leaves(*r);
     finish(*r, {}, std::move(reply));
+  }
   return true;
 }
 
@@ -101,6 +104,7 @@ void pipeline::cancel(request& r, std::error_code ec) {
   case request::state::done:
     return; // not queued, or already completed
   }
+  leaves(r);
   finish(r, ec, nullptr);
 }
 
@@ -157,6 +161,8 @@ time_point pipeline::expire(time_point now) {
   }
   trim(waiting_);
 
+  for (const request* r : expired)
+    leaves(*r);
   const std::error_code ec = errc::timeout;
   finish_all(expired, [&](request& r) { finish(r, ec, nullptr); });
   return earliest;
@@ -179,6 +185,8 @@ void pipeline::on_disconnect(std::error_code ec, bool fail_waiting) {
     waiting_count_ = 0;
   }
 
+  for (const request* r : failed)
+    leaves(*r);
   finish_all(failed, [&](request& r) { finish(r, ec, nullptr); });
 }
 

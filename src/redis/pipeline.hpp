@@ -20,8 +20,11 @@ class request {
 public:
   enum class state { idle, waiting, written, abandoned, done };
 
-  request(std::string payload, std::chrono::steady_clock::time_point deadline)
-      : payload_(std::move(payload)), deadline_(deadline) {}
+  // `background`: nobody waits for it and the server answers it at once (a
+  // ZREM of released leases); it does not count in load().
+  request(std::string payload, std::chrono::steady_clock::time_point deadline,
+          bool background = false)
+      : payload_(std::move(payload)), deadline_(deadline), background_(background) {}
   virtual ~request() = default;
   request(const request&) = delete;
   request& operator=(const request&) = delete;
@@ -39,6 +42,7 @@ private:
   friend class pipeline;
   std::string payload_;
   std::chrono::steady_clock::time_point deadline_;
+  bool background_;
   state state_ = state::idle;
 };
 
@@ -78,12 +82,18 @@ public:
 
   std::size_t in_flight() const noexcept { return written_.size(); }
   std::size_t size() const noexcept { return written_.size() + waiting_count_; }
+  // size() without the background requests still queued or awaiting a reply:
+  // what a new request would wait behind, for choosing a connection.
+  std::size_t load() const noexcept { return size() - background_count_; }
 
 private:
   static void finish(request& r, std::error_code ec, reply_ptr reply);
+  // A live (queued or written) request leaves the queues.
+  void leaves(const request& r) noexcept { background_count_ -= r.background_ ? 1 : 0; }
   std::deque<request*> waiting_; // may hold nullptr holes for cancelled entries
   std::size_t waiting_count_ = 0;
-  std::deque<request*> written_; // awaiting a reply, in write order
+  std::deque<request*> written_;     // awaiting a reply, in write order
+  std::size_t background_count_ = 0; // live background requests in both queues
 };
 
 } // namespace ratesync::redis

@@ -483,10 +483,12 @@ void redis_store::send_zrem(std::vector<pending_removal> group,
   for (const pending_removal& p : group)
     argv.emplace_back(p.id);
   std::string payload = encode_command(argv);
-  on->async_execute(std::move(payload),
-                    [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
-                      settle_removals(group, ec, r);
-                    });
+  on->async_execute(
+      std::move(payload),
+      [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
+        settle_removals(group, ec, r);
+      },
+      true); // background: a connection with many releases in flight is not busy
 }
 
 void redis_store::settle_removals(std::vector<pending_removal>& group, std::error_code ec,
