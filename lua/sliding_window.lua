@@ -49,9 +49,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local function through(m)
   return tonumber(string.sub(m, 2, string.byte(m) - 95), 16)
 end
-local function entry(total, c)
+local function head(total)
   local h = string.format('%x', total)
-  return string.char(96 + #h) .. h .. ':' .. c .. ':' .. ARGV[7]
+  return string.char(96 + #h) .. h
 end
 local top, base = 0, 0
 local at = now
@@ -66,15 +66,16 @@ if last[1] then
   -- u > 0, i.e. once the log has held more than limit - cost units since it
   -- was last empty.
   local u = top + cost - limit
+  local first
   if u > 0 then
-    local first = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
-    base = through(first) - tonumber(string.match(first, ':(%d+):'))
+    first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    base = through(first[1]) - tonumber(string.match(first[1], ':(%d+):'))
   end
   if u > base then
     local hi = math.min(u - base - 1, redis.call('ZCARD', KEYS[1]) - 1) -- reaches u
     local hit
     if hi == 0 then
-      hit = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+      hit = tonumber(first[2])
     else
       local pair = redis.call('ZRANGE', KEYS[1], hi - 1, hi, 'WITHSCORES')
       if through(pair[1]) < u then
@@ -107,13 +108,13 @@ if top + cost > 4503599627370496 then
   redis.call('DEL', KEYS[1])
   for k = 1, #all, 2 do
     local m = all[k]
-    local h = string.format('%x', through(m) - base)
     redis.call('ZADD', KEYS[1], all[k + 1],
-               string.char(96 + #h) .. h .. string.sub(m, string.byte(m) - 94))
+               head(through(m) - base) .. string.sub(m, string.byte(m) - 94))
   end
   top = top - base
 end
-redis.call('ZADD', KEYS[1], string.format('%.0f', at), entry(top + cost, cost))
+redis.call('ZADD', KEYS[1], string.format('%.0f', at),
+           head(top + cost) .. ':' .. cost .. ':' .. ARGV[7])
 -- The log vanishes once its newest admission has left the window.
 redis.call('PEXPIRE', KEYS[1], math.ceil((at + window - now + margin) / 1000))
 
