@@ -758,7 +758,9 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
         if (token)
           store_->drop_lease(token);
         const std::string kind = spec_.emission_interval ? "tb" : "sw";
-        const std::string what = spec_.emission_interval ? std::to_string(reserved) : id;
+        // tb: the TAT it set; sw: its entry's time (and the id names it).
+        const std::string at = std::to_string(reserved);
+        const std::string_view what = spec_.emission_interval ? std::string_view(at) : id;
         const std::string amount = spec_.emission_interval
                                        ? std::to_string(req.cost * to_us(*spec_.emission_interval))
                                        : std::string(cost);
@@ -766,7 +768,6 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
         std::vector<std::string_view> undo_keys{rate_key};
         if (slots)
           undo_keys.push_back(lease_key);
-        const std::string at = std::to_string(reserved);
         std::vector<std::string_view> undo_args{kind, what, amount, lease_id, at};
         const bool throwing = co_await asio::this_coro::throw_if_cancelled();
         co_await asio::this_coro::throw_if_cancelled(false);
