@@ -34,12 +34,16 @@
 #          [--scenarios admit,deny] [--callers 1,50,200,1000] [--keys 1,10000]
 #          [--pools one,default] [--no-memory] [--no-redis] [--no-extras]
 #          [--bench-bin PATH] [--results DIR] [redis://HOST:PORT[/DB]]
+#        bench/run_api_bench.sh --summarize DIR
 #   --quick   token bucket, admit, 10,000 keys, one connection (and "io": the
 #             callers on its I/O thread, in full runs too), 1/50/200/1000
 #             callers, plus one denial row; memory rows; ~2 minutes
 #   --smoke   a few seconds: one small row per strategy on memory and redis (and
 #             one denial row, RSS over 100,000 keys); checks that every figure
 #             is produced and sane and exits 1 if not (ctest bench_smoke)
+#   --summarize DIR  print the tables of an earlier run again from its
+#             results directory (rows.csv ...), rewriting its summary.md and
+#             summary.csv; runs nothing
 #   URL       use that server instead of starting one (FLUSHALL, CONFIG
 #             RESETSTAT and SCRIPT FLUSH are run on it: never a shared server)
 #   env: BUILD_DIR (default build-bench), BUILD_JOBS (default 2)
@@ -64,6 +68,7 @@ BENCH=""
 RESULTS_DIR="${RESULTS_DIR:-}"
 URL=""
 SELECTED=0
+SUMMARIZE=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
   --reps) REPS="$2"; shift 2 ;;
@@ -80,6 +85,7 @@ while [[ $# -gt 0 ]]; do
   --no-extras) EXTRAS=0; shift ;;
   --bench-bin) BENCH="$2"; shift 2 ;;
   --results) RESULTS_DIR="$2"; shift 2 ;;
+  --summarize) SUMMARIZE="$2"; shift 2 ;;
   redis://*) URL="$1"; shift ;;
   -h | --help) sed -n '2,50p' "$0"; exit 0 ;;
   *) echo "run_api_bench.sh: unknown argument: $1" >&2; exit 2 ;;
@@ -90,7 +96,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build-bench}"
 T_START=$(date +%s)
 
-if [[ -z "$BENCH" ]]; then
+if [[ -z "$BENCH" && -z "$SUMMARIZE" ]]; then
   BENCH="$BUILD_DIR/bench/api_bench"
   if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
     cmake -S "$ROOT" -B "$BUILD_DIR" -DRATESYNC_BUILD_BENCH=ON -DCMAKE_BUILD_TYPE=Release \
@@ -104,7 +110,7 @@ if [[ -z "$BENCH" ]]; then
     exit 1
   fi
 fi
-[[ -x "$BENCH" ]] || { echo "run_api_bench.sh: no api_bench at $BENCH" >&2; exit 1; }
+[[ -n "$SUMMARIZE" || -x "$BENCH" ]] || { echo "run_api_bench.sh: no api_bench at $BENCH" >&2; exit 1; }
 
 case "$MODE" in
 quick)
@@ -118,6 +124,7 @@ smoke)
   ;;
 esac
 
+[[ -n "$SUMMARIZE" ]] && RESULTS_DIR="$SUMMARIZE"
 if [[ -z "$RESULTS_DIR" ]]; then
   if [[ "$MODE" == smoke ]]; then
     RESULTS_DIR="$(mktemp -d -t api-bench-smoke.XXXXXX)"
@@ -132,6 +139,165 @@ fail() {
   FAILURES+=("$*")
   echo "FAIL: $*" >&2
 }
+
+# The tables (summary.md, summary.csv) from the results directory: medians
+# (min-max) over the repetitions. Runs after the rows, or alone (--summarize).
+summarize() {
+  local ROWS="$RESULTS_DIR/rows.csv" MEM="$RESULTS_DIR/memory.csv"
+  awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
+    -v summary_csv="$RESULTS_DIR/summary.csv" -v memfile="$MEM" -v rssfile="$RESULTS_DIR/rss.out" '
+    function sorted(s, a,   n, i, j, v) {
+      n = split(s, a, " ")
+      for (i = 2; i <= n; i++) { v = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > v; j--) a[j+1] = a[j]; a[j+1] = v }
+      return n
+    }
+    function med(s,   a, n) { n = sorted(s, a); if (n == 0) return ""; return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+    function lo(s,   a, n) { n = sorted(s, a); return n ? a[1] : "" }
+    function hi(s,   a, n) { n = sorted(s, a); return n ? a[n] : "" }
+    function k(n) { return n >= 1000 ? sprintf("%.0fk", n / 1000) : n }
+    function fmt_rate(s) { return sprintf("%s (%s-%s)", k(med(s)), k(lo(s)), k(hi(s))) }
+    function label(row,   f, s) {
+      split(row, f, "/")
+      if (f[1] == "half_load") return sprintf("token bucket paced at %s/s (half load), %s callers, %s, %s", k(f[2]), f[3],
+        f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : "default pool")
+      s = f[1] == "token_bucket" ? "token bucket" : f[1] == "sliding_window" ? "sliding window" : "bucket + max_concurrent"
+      return sprintf("%s, %s, %s caller%s, %s, %s", s, f[2], f[3], f[3] == 1 ? "" : "s",
+        f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : "default pool")
+    }
+    FILENAME == ARGV[1] && FNR > 1 {
+      key = $2 SUBSEP $1
+      if (!((key) in seen)) { seen[key] = 1; if ($1 == "ours" && !($2 in rowseen)) { rowseen[$2] = 1; order[++nrows] = $2 } }
+      dps[key] = dps[key] " " $4; p50[key] = p50[key] " " $5; p99[key] = p99[key] " " $6; sp99[key] = sp99[key] " " $18
+      if ($7 != "") p999[key] = p999[key] " " $7
+      cpu[key] = cpu[key] " " $8; upc[key] = upc[key] " " $9
+      if ($12 != "") conns[key] = conns[key] " " $12
+      scpu[key] = scpu[key] " " $13; load = load " " $14
+      if ($1 == "ref") { refc[$2] = $15; refp[$2] = $16 }
+      byrep[$2 SUBSEP $1 SUBSEP $3] = $4
+      nrep[$2] = ($3 > nrep[$2]) ? $3 : nrep[$2]
+    }
+    END {
+      if (nrows > 0) {
+        print "Redis engine: ratesync (api_bench) and redis-benchmark on ratesync'"'"'s own script, medians of " reps " (min-max); ratio = ours / reference (per-repetition range)."
+        print "Latency: ours per acquisition (closed loop: at N callers p50 ~ N / throughput); redis-benchmark'"'"'s under -P is the time to the first reply of its batch, so only -P 1 compares."
+        print ""
+        print "Busy: the share of one core each side used over the run (decisions/s x CPU per decision). Redis runs commands on one thread: near 1.0 it is the limit; with both well below 1, the round trip is (client and server take turns with each batch)."
+        print ""
+        print "| row | reference | ref. decisions/s | ours decisions/s | ratio | ours p50 / p99 / p99.9 µs | ref. p50 / p99 µs | client CPU µs/decision ours / ref. | server µs/decision (evalsha) ours / ref. | busy: Redis ours / ref., client ours / ref. | conns |"
+        print "|---|---|---|---|---|---|---|---|---|---|---|"
+        print "row,reference,ref_dps_median,ref_dps_min,ref_dps_max,ours_dps_median,ours_dps_min,ours_dps_max,ratio,ratio_rep_min,ratio_rep_max,ours_p50_us,ours_p99_us,ours_p999_us,ref_p50_us,ref_p99_us,ours_cpu_us,ref_cpu_us,ours_evalsha_usec,ref_evalsha_usec,ours_server_cpu_us,ref_server_cpu_us,conns" > summary_csv
+        for (i = 1; i <= nrows; i++) {
+          r = order[i]; o = r SUBSEP "ours"; f = r SUBSEP "ref"
+          has_ref = (f in seen)
+          ratio = ""; rr = ""
+          if (has_ref && med(dps[f]) > 0) {
+            ratio = sprintf("%.2f", med(dps[o]) / med(dps[f]))
+            rl = ""
+            for (j = 1; j <= nrep[r]; j++) if ((r SUBSEP "ref" SUBSEP j) in byrep && byrep[r SUBSEP "ref" SUBSEP j] > 0 && (r SUBSEP "ours" SUBSEP j) in byrep)
+              rl = rl " " byrep[r SUBSEP "ours" SUBSEP j] / byrep[r SUBSEP "ref" SUBSEP j]
+            rr = sprintf("%.2f-%.2f", lo(rl), hi(rl))
+          }
+          paced = r ~ /^half_load\//
+          ref_label = !has_ref ? "-" : paced ? "`paced_reference`" : sprintf("`-c %s -P %s`", refc[r], refp[r])
+          busy = sprintf("%.2f / %s, %.2f / %s", med(dps[o]) * med(scpu[o]) / 1e6,
+            has_ref && !paced ? sprintf("%.2f", med(dps[f]) * med(scpu[f]) / 1e6) : "-",
+            med(dps[o]) * med(cpu[o]) / 1e6, has_ref && !paced ? sprintf("%.2f", med(dps[f]) * med(cpu[f]) / 1e6) : "-")
+          printf "| %s | %s | %s | %s | %s | %.0f / %.0f / %.0f | %s | %.2f / %s | %.2f / %s | %s | %s |\n", label(r), ref_label,
+            has_ref ? fmt_rate(dps[f]) : "-", fmt_rate(dps[o]), has_ref ? ratio " (" rr ")" : "-",
+            med(p50[o]), med(p99[o]), med(p999[o]),
+            has_ref ? sprintf("%.0f / %.0f", med(p50[f]), med(p99[f])) : "-",
+            med(cpu[o]), has_ref && !paced ? sprintf("%.2f", med(cpu[f])) : "-",
+            med(upc[o]), has_ref && !paced ? sprintf("%.2f", med(upc[f])) : "-", busy,
+            (o in conns) ? med(conns[o]) : "?"
+          printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", r,
+            has_ref ? "-c " refc[r] " -P " refp[r] : "", med(dps[f]), lo(dps[f]), hi(dps[f]),
+            med(dps[o]), lo(dps[o]), hi(dps[o]), ratio, lo(rl), hi(rl),
+            med(p50[o]), med(p99[o]), med(p999[o]), med(p50[f]), med(p99[f]),
+            med(cpu[o]), med(cpu[f]), med(upc[o]), med(upc[f]), med(scpu[o]), med(scpu[f]),
+            (o in conns) ? med(conns[o]) : "" >> summary_csv
+          rl = ""
+        }
+        printf "\nload average (1 min) during the runs: %s-%s, median %s\n", lo(load), hi(load), med(load)
+        # Issue 5'"'"'s targets, from the rows above.
+        print ""
+        print "Targets (issue 5):"
+        for (i = 1; i <= nrows; i++) {
+          r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"; f = r SUBSEP "ref"
+          if (!(f in seen) || !(med(dps[f]) > 0)) continue
+          if ((g[5] == "one" || g[5] == "io") && g[3] >= 50 && g[2] == "admit") {
+            x = med(dps[o]) / med(dps[f])
+            printf "- throughput >= 0.90 of the reference, %s: %.2f %s\n", label(r), x, (x >= 0.9 ? "MET" : "not met")
+          }
+          if (g[3] == 1 && med(p50[f]) > 0) {
+            x = med(p50[o]) / med(p50[f])
+            printf "- single caller p50 within 20%% of redis-benchmark -c 1, %s: %.0f us vs %.0f us = %.2f %s\n", label(r),
+              med(p50[o]), med(p50[f]), x, (x <= 1.2 ? "MET" : "not met")
+          }
+        }
+        for (i = 1; i <= nrows; i++) {
+          r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"
+          if (g[1] == "half_load") {
+            printf "- p99 under 1 ms at half of the saturated throughput, %s: %.0f us %s (from each call'"'"'s actual start, without the pacer'"'"'s lateness: %.0f us)", label(r), med(p99[o]),
+              (med(p99[o]) < 1000 ? "MET" : "not met"), med(sp99[o])
+            f = r SUBSEP "ref"
+            if (f in seen)
+              printf "; the physical reference (bench/paced_reference, same rate and keys): p99 %.0f us (%.0f-%.0f), ratio %.2f\n",
+                med(p99[f]), lo(p99[f]), hi(p99[f]), med(p99[o]) / med(p99[f])
+            else
+              printf "; no physical reference (bench/paced_reference not built)\n"
+          }
+        }
+      }
+      # Memory engine rows.
+      nm = 0
+      while ((getline line < memfile) > 0) {
+        split(line, m, ",")
+        if (m[1] == "row") continue
+        if (!(m[1] in mseen)) { mseen[m[1]] = 1; morder[++nm] = m[1] }
+        mdps[m[1]] = mdps[m[1]] " " m[3]; mp50[m[1]] = mp50[m[1]] " " m[4]; mp99[m[1]] = mp99[m[1]] " " m[5]
+        mcpu[m[1]] = mcpu[m[1]] " " m[7]
+      }
+      if (nm > 0) {
+        print ""
+        print "Memory engine (api_bench --engine memory), medians (min-max); latency timed on every 16th call"
+        print ""
+        print "| row | decisions/s | p50 / p99 µs | CPU µs/decision |"
+        print "|---|---|---|---|"
+        for (i = 1; i <= nm; i++) {
+          r = morder[i]; split(r, mf, "/")
+          s = mf[2] == "token_bucket" ? "token bucket" : mf[2] == "sliding_window" ? "sliding window" : "bucket + max_concurrent"
+          what = mf[4] == 1 ? "one limiter key" : (mf[5] == "per-thread" ? k(mf[4]) " distinct keys per thread" : k(mf[4]) " keys")
+          printf "| %s, %s thread%s, %s%s | %s | %.2f / %.2f | %.3f |\n", s, mf[3], mf[3] == 1 ? "" : "s", what,
+            mf[6] == "deny" ? ", deny" : "", fmt_rate(mdps[r]), med(mp50[r]), med(mp99[r]), med(mcpu[r])
+        }
+      }
+      while ((getline line < rssfile) > 0) {
+        split(line, m, ",")
+        if (m[1] == "csv")
+          printf "\nRSS (memory engine, %s): %d KiB before, %d KiB after %s acquisitions over %s distinct keys, %d KiB after %s more (%+d KiB)\n",
+            m[3], m[5], m[6], m[4], m[4], m[7], m[4], m[8]
+      }
+    }' "$ROWS" | tee "$RESULTS_DIR/summary.md"
+  if [[ -s "$RESULTS_DIR/server_latency_events.csv" ]]; then
+    {
+      echo
+      echo "Redis's own stalls of 1 ms or more during the half-load runs (LATENCY LATEST: event, longest):"
+      awk -F, '{ printf "- %s rep %s: %s\n", $1, $2, ($3 == "" ? "none" : $3) }' "$RESULTS_DIR/server_latency_events.csv"
+      if [[ -s "$RESULTS_DIR/spin_gaps.out" ]]; then
+        echo
+        echo "The machine's own stalls (bench/spin_gaps.cpp, one thread reading the clock in a loop, after those runs):"
+        cat "$RESULTS_DIR/spin_gaps.out"
+      fi
+    } | tee -a "$RESULTS_DIR/summary.md"
+  fi
+}
+
+if [[ -n "$SUMMARIZE" ]]; then
+  [[ -s "$RESULTS_DIR/rows.csv" ]] || { echo "run_api_bench.sh: no rows.csv in $RESULTS_DIR" >&2; exit 1; }
+  REPS="$(awk -F, 'NR > 1 && $3 + 0 > n { n = $3 + 0 } END { print n + 0 }' "$RESULTS_DIR/rows.csv")"
+  summarize
+  exit 0
+fi
 
 # shellcheck source=private_redis.sh
 source "$ROOT/bench/private_redis.sh"
@@ -548,148 +714,7 @@ if ((MEMORY)); then
   fi
 fi
 
-# The tables: medians (min-max) over the repetitions.
-awk -F, -v mode="$MODE" -v secs="$SECONDS_PER_RUN" -v reps="$REPS" \
-  -v summary_csv="$RESULTS_DIR/summary.csv" -v memfile="$MEM" -v rssfile="$RESULTS_DIR/rss.out" '
-  function sorted(s, a,   n, i, j, v) {
-    n = split(s, a, " ")
-    for (i = 2; i <= n; i++) { v = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > v; j--) a[j+1] = a[j]; a[j+1] = v }
-    return n
-  }
-  function med(s,   a, n) { n = sorted(s, a); if (n == 0) return ""; return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
-  function lo(s,   a, n) { n = sorted(s, a); return n ? a[1] : "" }
-  function hi(s,   a, n) { n = sorted(s, a); return n ? a[n] : "" }
-  function k(n) { return n >= 1000 ? sprintf("%.0fk", n / 1000) : n }
-  function fmt_rate(s) { return sprintf("%s (%s-%s)", k(med(s)), k(lo(s)), k(hi(s))) }
-  function label(row,   f, s) {
-    split(row, f, "/")
-    if (f[1] == "half_load") return sprintf("token bucket paced at %s/s (half load), %s callers, %s, %s", k(f[2]), f[3],
-      f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : "default pool")
-    s = f[1] == "token_bucket" ? "token bucket" : f[1] == "sliding_window" ? "sliding window" : "bucket + max_concurrent"
-    return sprintf("%s, %s, %s caller%s, %s, %s", s, f[2], f[3], f[3] == 1 ? "" : "s",
-      f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : "default pool")
-  }
-  FILENAME == ARGV[1] && FNR > 1 {
-    key = $2 SUBSEP $1
-    if (!((key) in seen)) { seen[key] = 1; if ($1 == "ours" && !($2 in rowseen)) { rowseen[$2] = 1; order[++nrows] = $2 } }
-    dps[key] = dps[key] " " $4; p50[key] = p50[key] " " $5; p99[key] = p99[key] " " $6; sp99[key] = sp99[key] " " $18
-    if ($7 != "") p999[key] = p999[key] " " $7
-    cpu[key] = cpu[key] " " $8; upc[key] = upc[key] " " $9
-    if ($12 != "") conns[key] = conns[key] " " $12
-    scpu[key] = scpu[key] " " $13; load = load " " $14
-    if ($1 == "ref") { refc[$2] = $15; refp[$2] = $16 }
-    byrep[$2 SUBSEP $1 SUBSEP $3] = $4
-    nrep[$2] = ($3 > nrep[$2]) ? $3 : nrep[$2]
-  }
-  END {
-    if (nrows > 0) {
-      print "Redis engine: ratesync (api_bench) and redis-benchmark on ratesync'"'"'s own script, medians of " reps " (min-max); ratio = ours / reference (per-repetition range)."
-      print "Latency: ours per acquisition (closed loop: at N callers p50 ~ N / throughput); redis-benchmark'"'"'s under -P is the time to the first reply of its batch, so only -P 1 compares."
-      print ""
-      print "| row | reference | ref. decisions/s | ours decisions/s | ratio | ours p50 / p99 / p99.9 µs | ref. p50 / p99 µs | client CPU µs/decision ours / ref. | server µs/decision (evalsha) ours / ref. | conns |"
-      print "|---|---|---|---|---|---|---|---|---|---|"
-      print "row,reference,ref_dps_median,ref_dps_min,ref_dps_max,ours_dps_median,ours_dps_min,ours_dps_max,ratio,ratio_rep_min,ratio_rep_max,ours_p50_us,ours_p99_us,ours_p999_us,ref_p50_us,ref_p99_us,ours_cpu_us,ref_cpu_us,ours_evalsha_usec,ref_evalsha_usec,ours_server_cpu_us,ref_server_cpu_us,conns" > summary_csv
-      for (i = 1; i <= nrows; i++) {
-        r = order[i]; o = r SUBSEP "ours"; f = r SUBSEP "ref"
-        has_ref = (f in seen)
-        ratio = ""; rr = ""
-        if (has_ref && med(dps[f]) > 0) {
-          ratio = sprintf("%.2f", med(dps[o]) / med(dps[f]))
-          rl = ""
-          for (j = 1; j <= nrep[r]; j++) if ((r SUBSEP "ref" SUBSEP j) in byrep && byrep[r SUBSEP "ref" SUBSEP j] > 0 && (r SUBSEP "ours" SUBSEP j) in byrep)
-            rl = rl " " byrep[r SUBSEP "ours" SUBSEP j] / byrep[r SUBSEP "ref" SUBSEP j]
-          rr = sprintf("%.2f-%.2f", lo(rl), hi(rl))
-        }
-        paced = r ~ /^half_load\//
-        ref_label = !has_ref ? "-" : paced ? "`paced_reference`" : sprintf("`-c %s -P %s`", refc[r], refp[r])
-        printf "| %s | %s | %s | %s | %s | %.0f / %.0f / %.0f | %s | %.2f / %s | %.2f / %s | %s |\n", label(r), ref_label,
-          has_ref ? fmt_rate(dps[f]) : "-", fmt_rate(dps[o]), has_ref ? ratio " (" rr ")" : "-",
-          med(p50[o]), med(p99[o]), med(p999[o]),
-          has_ref ? sprintf("%.0f / %.0f", med(p50[f]), med(p99[f])) : "-",
-          med(cpu[o]), has_ref && !paced ? sprintf("%.2f", med(cpu[f])) : "-",
-          med(upc[o]), has_ref && !paced ? sprintf("%.2f", med(upc[f])) : "-",
-          (o in conns) ? med(conns[o]) : "?"
-        printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", r,
-          has_ref ? "-c " refc[r] " -P " refp[r] : "", med(dps[f]), lo(dps[f]), hi(dps[f]),
-          med(dps[o]), lo(dps[o]), hi(dps[o]), ratio, lo(rl), hi(rl),
-          med(p50[o]), med(p99[o]), med(p999[o]), med(p50[f]), med(p99[f]),
-          med(cpu[o]), med(cpu[f]), med(upc[o]), med(upc[f]), med(scpu[o]), med(scpu[f]),
-          (o in conns) ? med(conns[o]) : "" >> summary_csv
-        rl = ""
-      }
-      printf "\nload average (1 min) during the runs: %s-%s, median %s\n", lo(load), hi(load), med(load)
-      # Issue 5'"'"'s targets, from the rows above.
-      print ""
-      print "Targets (issue 5):"
-      for (i = 1; i <= nrows; i++) {
-        r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"; f = r SUBSEP "ref"
-        if (!(f in seen) || !(med(dps[f]) > 0)) continue
-        if ((g[5] == "one" || g[5] == "io") && g[3] >= 50 && g[2] == "admit") {
-          x = med(dps[o]) / med(dps[f])
-          printf "- throughput >= 0.90 of the reference, %s: %.2f %s\n", label(r), x, (x >= 0.9 ? "MET" : "not met")
-        }
-        if (g[3] == 1 && med(p50[f]) > 0) {
-          x = med(p50[o]) / med(p50[f])
-          printf "- single caller p50 within 20%% of redis-benchmark -c 1, %s: %.0f us vs %.0f us = %.2f %s\n", label(r),
-            med(p50[o]), med(p50[f]), x, (x <= 1.2 ? "MET" : "not met")
-        }
-      }
-      for (i = 1; i <= nrows; i++) {
-        r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"
-        if (g[1] == "half_load") {
-          printf "- p99 under 1 ms at half of the saturated throughput, %s: %.0f us %s (from each call'"'"'s actual start, without the pacer'"'"'s lateness: %.0f us)", label(r), med(p99[o]),
-            (med(p99[o]) < 1000 ? "MET" : "not met"), med(sp99[o])
-          f = r SUBSEP "ref"
-          if (f in seen)
-            printf "; the physical reference (bench/paced_reference, same rate and keys): p99 %.0f us (%.0f-%.0f), ratio %.2f\n",
-              med(p99[f]), lo(p99[f]), hi(p99[f]), med(p99[o]) / med(p99[f])
-          else
-            printf "; no physical reference (bench/paced_reference not built)\n"
-        }
-      }
-    }
-    # Memory engine rows.
-    nm = 0
-    while ((getline line < memfile) > 0) {
-      split(line, m, ",")
-      if (m[1] == "row") continue
-      if (!(m[1] in mseen)) { mseen[m[1]] = 1; morder[++nm] = m[1] }
-      mdps[m[1]] = mdps[m[1]] " " m[3]; mp50[m[1]] = mp50[m[1]] " " m[4]; mp99[m[1]] = mp99[m[1]] " " m[5]
-      mcpu[m[1]] = mcpu[m[1]] " " m[7]
-    }
-    if (nm > 0) {
-      print ""
-      print "Memory engine (api_bench --engine memory), medians (min-max); latency timed on every 16th call"
-      print ""
-      print "| row | decisions/s | p50 / p99 µs | CPU µs/decision |"
-      print "|---|---|---|---|"
-      for (i = 1; i <= nm; i++) {
-        r = morder[i]; split(r, mf, "/")
-        s = mf[2] == "token_bucket" ? "token bucket" : mf[2] == "sliding_window" ? "sliding window" : "bucket + max_concurrent"
-        what = mf[4] == 1 ? "one limiter key" : (mf[5] == "per-thread" ? k(mf[4]) " distinct keys per thread" : k(mf[4]) " keys")
-        printf "| %s, %s thread%s, %s%s | %s | %.2f / %.2f | %.3f |\n", s, mf[3], mf[3] == 1 ? "" : "s", what,
-          mf[6] == "deny" ? ", deny" : "", fmt_rate(mdps[r]), med(mp50[r]), med(mp99[r]), med(mcpu[r])
-      }
-    }
-    while ((getline line < rssfile) > 0) {
-      split(line, m, ",")
-      if (m[1] == "csv")
-        printf "\nRSS (memory engine, %s): %d KiB before, %d KiB after %s acquisitions over %s distinct keys, %d KiB after %s more (%+d KiB)\n",
-          m[3], m[5], m[6], m[4], m[4], m[7], m[4], m[8]
-    }
-  }' "$ROWS" | tee "$RESULTS_DIR/summary.md"
-if [[ -s "$RESULTS_DIR/server_latency_events.csv" ]]; then
-  {
-    echo
-    echo "Redis's own stalls of 1 ms or more during the half-load runs (LATENCY LATEST: event, longest):"
-    awk -F, '{ printf "- %s rep %s: %s\n", $1, $2, ($3 == "" ? "none" : $3) }' "$RESULTS_DIR/server_latency_events.csv"
-    if [[ -s "$RESULTS_DIR/spin_gaps.out" ]]; then
-      echo
-      echo "The machine's own stalls (bench/spin_gaps.cpp, one thread reading the clock in a loop, after those runs):"
-      echo "$(cat "$RESULTS_DIR/spin_gaps.out")"
-    fi
-  } | tee -a "$RESULTS_DIR/summary.md"
-fi
+summarize
 
 T_END=$(date +%s)
 echo
@@ -704,6 +729,13 @@ if [[ "$MODE" == smoke ]]; then
   if ((REDIS)) && ! awk -F, 'NR > 1 { n++; if (!($9 > 0)) bad = 1 } END { exit !(n > 0 && !bad) }' \
     "$RESULTS_DIR/summary.csv"; then
     echo "run_api_bench.sh: smoke: a row without a ratio in $RESULTS_DIR/summary.csv" >&2
+    exit 1
+  fi
+  # --summarize renders the same tables from the files alone.
+  cp "$RESULTS_DIR/summary.md" "$RESULTS_DIR/summary.md.run"
+  if ! "$0" --summarize "$RESULTS_DIR" >/dev/null 2>&1 ||
+    ! cmp -s "$RESULTS_DIR/summary.md" "$RESULTS_DIR/summary.md.run"; then
+    echo "run_api_bench.sh: smoke: --summarize $RESULTS_DIR did not give the run's tables back" >&2
     exit 1
   fi
   echo "run_api_bench.sh: smoke OK"
