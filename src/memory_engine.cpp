@@ -80,6 +80,9 @@ struct shard {
   std::mutex mu;
   std::unordered_map<std::string, std::unique_ptr<key_state>, string_hash, std::equal_to<>> keys;
   std::size_t sweep_at = 1024;
+  // The latest time a decision in this shard was made at: decisions are
+  // made in time order (see try_acquire_now).
+  std::int64_t last_decision = 0;
 };
 
 constexpr std::size_t shard_count = 16;
@@ -152,8 +155,17 @@ std::optional<acquire_outcome> memory_backend::try_acquire_now(const acquire_req
   acquire_outcome out;
   shard& sh = shard_for(req.key);
   std::lock_guard lk(sh.mu);
-  const ns now =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(req.now.time_since_epoch()).count();
+  // Decided at the call's start (one clock read less: it is a large part of
+  // an in-process decision), but never before a decision already made in
+  // this shard. A call that waited for the lock while another decided used
+  // to decide at a time before that one's, out of order: a sliding window
+  // then found the other's entry "in its future" and refused the call with
+  // room to spare. Reading the clock here instead costs 15-20 % of the
+  // decisions per second.
+  const ns now = std::max(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(req.start.time_since_epoch()).count(),
+      sh.last_decision);
+  sh.last_decision = now;
   const ns allowed_wait = max_wait(req, now);
   key_state& st = find_or_create(sh, req.key, now);
   const bool limits_concurrency = spec_.max_concurrent > 0;
@@ -235,6 +247,7 @@ asio::awaitable<acquire_outcome> memory_backend::acquire(acquire_request req) {
   {
     std::lock_guard lk(sh.mu);
     const ns now = now_ns();
+    sh.last_decision = std::max(sh.last_decision, now);
     st = &find_or_create(sh, req.key, now);
     ++st->pins; // until the guard goes
     g.st = st;
@@ -299,6 +312,7 @@ asio::awaitable<acquire_outcome> memory_backend::acquire(acquire_request req) {
     {
       std::lock_guard lk(sh.mu);
       const ns now = now_ns();
+      sh.last_decision = std::max(sh.last_decision, now);
       const ns allowed_wait = max_wait(req, now);
       if (st->bucket) {
         auto d = st->bucket->take(now, req.cost, allowed_wait);

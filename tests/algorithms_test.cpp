@@ -158,6 +158,24 @@ TEST(Gcra, IdleOnlyOnceFull) {
   EXPECT_TRUE(b.idle(now + 10 * ms));
 }
 
+// A waiter cancelled while a later one still waits stays as a hole; once the
+// later one has gone through and the bucket is full again, the state must be
+// idle (forgettable). It was not: holes left only on the next take(), so a
+// key nobody asked for again kept its state for good.
+TEST(Gcra, AHoleLeftByACancelledWaiterDoesNotKeepTheStateAlive) {
+  gcra b(100 * ms, 1);
+  const ns now = sec;
+  ASSERT_TRUE(b.take(now, 1, 0).allowed);
+  const auto first = b.take(now, 1, sec);  // slot at +100 ms
+  const auto second = b.take(now, 1, sec); // slot at +200 ms
+  ASSERT_TRUE(first.allowed && second.allowed);
+  b.cancel(first.slot); // not the last: a hole
+  EXPECT_EQ(b.pending_count(), 2u);
+  b.admitted(second.slot);
+  EXPECT_FALSE(b.idle(now + 250 * ms)); // the bucket refills until +300 ms
+  EXPECT_TRUE(b.idle(now + 300 * ms));
+}
+
 TEST(SlidingLog, NoWindowEverHoldsMoreThanTheLimit) {
   std::mt19937_64 rng(1);
   for (int round = 0; round < 20; ++round) {

@@ -649,6 +649,36 @@ TEST(MemoryThreads, StateSweptByAnotherThreadWhileAWaiterIsBetweenSteps) {
   EXPECT_GT(fresh.load(), 2048u) << "too few fresh keys for the shard to be swept";
   EXPECT_EQ(lim.get_metrics().total_acquisitions, waiter_acquisitions.load() + fresh.load());
 }
+
+// Threads racing for one key's lock, far below the limit: every call must
+// pass. A call used to be decided at the time it started, read before it
+// waited for the lock; when another thread logged its entry meanwhile, the
+// sliding window found that entry "in the future" and refused the call with
+// room to spare (tens of thousands of the 200,000 here).
+TEST(MemoryThreads, ContendedCallsFarBelowTheLimitAreAllAdmitted) {
+  test_registry reg;
+  reg.configure_limiter("window", window(1'000'000, 1000));
+  reg.configure_limiter("bucket", bucket(1e9, 1'000'000'000));
+  for (const char* name : {"window", "bucket"}) {
+    auto lim = reg.get_limiter(name);
+    std::atomic<int> refused{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&] {
+        run([&]() -> asio::awaitable<void> {
+          const acquire_options o = fail_fast();
+          for (int i = 0; i < 50'000; ++i) {
+            const acquire_result r = co_await lim.try_acquire(o);
+            if (!r.allowed)
+              ++refused;
+          }
+        }());
+      });
+    for (auto& t : threads)
+      t.join();
+    EXPECT_EQ(refused.load(), 0) << name;
+  }
+}
 #endif
 
 } // namespace

@@ -56,9 +56,10 @@ struct acquire_request {
   std::int64_t cost = 1;
   // Absolute deadline on the steady clock; nullopt: wait as long as needed.
   std::optional<std::chrono::steady_clock::time_point> deadline;
-  // When the call began. try_acquire_now decides at this instant (reading
-  // the clock is a large part of an in-process decision's cost).
-  std::chrono::steady_clock::time_point now;
+  // When the call began (read before any lock). An in-process engine may
+  // decide at this time rather than read the clock again, but no earlier
+  // than a decision it has already made on the same state.
+  std::chrono::steady_clock::time_point start;
 };
 
 struct acquire_outcome {

@@ -73,8 +73,14 @@ public:
     }
   }
 
-  // Nothing owed and the bucket full: the state can be forgotten.
-  bool idle(ns now) const noexcept { return pending_.empty() && tat_ <= now; }
+  // Nothing owed and the bucket full: the state can be forgotten. Holes left
+  // by cancelled waiters do not count: with the bucket full their times have
+  // all passed (no reservation ends after tat), and nobody holds them. (They
+  // used to keep a key's state for good when no request came after them.)
+  bool idle(ns now) const noexcept {
+    return tat_ <= now && std::all_of(pending_.begin(), pending_.end(),
+                                      [](const pending& p) { return p.cancelled; });
+  }
 
   // Tokens available now, wait for one token, time until full.
   std::int64_t remaining(ns now) const noexcept {
