@@ -300,6 +300,45 @@ TEST(RedisFailure, FailClosedThrowsStoreErrorAndFlagsTheBreakersAnswers) {
   EXPECT_LT(slowest_flagged_ms, 20.0);
 }
 
+// A probe whose caller's io_context is stopped and destroyed before its
+// reply is handled gives the breaker no verdict. The probe must be handed on:
+// before, the breaker stayed open for good, Redis back or not.
+TEST(RedisFailure, AProbeWhoseCallerGoesAwayDoesNotKeepTheBreakerOpen) {
+  redis_server srv;
+  registry reg;
+  reg.configure_store("r", failing_store(srv, "probe"));
+  reg.configure_limiter("api", bucket(1000, 1000));
+  limiter api = reg.get_limiter("api");
+  ASSERT_TRUE(try_now(api).allowed);
+  srv.pause();
+  for (int i = 0; i < 3 && !api.get_metrics().circuit_open; ++i)
+    (void)try_now(api); // each waits socket_timeout: three open the breaker
+  ASSERT_TRUE(api.get_metrics().circuit_open);
+  std::this_thread::sleep_for(150ms); // past the first cool-down (100 ms)
+  {
+    asio::io_context worker;
+    bool decided = false;
+    asio::co_spawn(
+        worker,
+        [api, &decided]() -> asio::awaitable<void> {
+          acquire_options o;
+          o.timeout = seconds_d(0);
+          (void)co_await api.try_acquire(o); // the probe, to a paused server
+          decided = true;
+        },
+        asio::detached);
+    worker.run_for(50ms);
+    ASSERT_FALSE(decided);
+    worker.stop();
+    srv.resume();
+    std::this_thread::sleep_for(400ms); // the probe's reply (or timeout) is queued, never run
+  } // the worker goes, its queued handlers and the probe's coroutine with it
+  EXPECT_TRUE(eventually([&] {
+    (void)try_now(api);
+    return !api.get_metrics().circuit_open;
+  })) << "the breaker stayed open: its probe was never handed on";
+}
+
 TEST(RedisFailure, RecoversOnceTheServerIsBackAndLimitsAgain) {
   redis_server srv;
   registry reg;
@@ -686,6 +725,40 @@ std::int64_t zrem_calls(redis_server& srv) {
         entry.elements[3].elements[0].str == "ZREM" && entry.elements[4].str != "?:0")
       ++n;
   return n;
+}
+
+// A caller sleeping towards its reserved slot (a rate and max_concurrent),
+// whose io_context is destroyed, never gets its permit: its lease must go,
+// not be renewed for as long as the store lives (it was: the slot stayed
+// taken in every process sharing the server).
+TEST(RedisKeys, AWaiterWhoseIoContextGoesLeavesNoLease) {
+  redis_server srv;
+  registry reg;
+  reg.configure_store("r", redis_store(srv, "gone"));
+  limiter_options o = bucket(5, 1); // one per 200 ms
+  o.max_concurrent = 10;
+  o.lease_seconds = 0.3; // renewed every 100 ms while its holder lives
+  reg.configure_limiter("tb", o);
+  const limiter l = reg.get_limiter("tb");
+  ASSERT_TRUE(try_now(l).allowed); // released at once; the next waits ~200 ms
+  ASSERT_TRUE(eventually([&] { return srv.query({"ZCARD", "gone:{tb}:cc"}).integer == 0; }));
+  {
+    asio::io_context worker;
+    bool admitted = false;
+    asio::co_spawn(
+        worker,
+        [l, &admitted]() -> asio::awaitable<void> {
+          permit p = co_await l.acquire();
+          admitted = true;
+        },
+        asio::detached);
+    worker.run_for(50ms); // decided: a slot ~200 ms ahead, its lease taken
+    ASSERT_FALSE(admitted);
+    ASSERT_EQ(srv.query({"ZCARD", "gone:{tb}:cc"}).integer, 1);
+  }                                   // destroyed with the waiter asleep
+  std::this_thread::sleep_for(800ms); // more than twice the lease's time to live
+  EXPECT_EQ(srv.query({"ZCARD", "gone:{tb}:cc"}).integer, 0)
+      << "the lease of a waiter that never got its permit was kept alive";
 }
 
 TEST(RedisKeys, ReleasesMadeTogetherGoOutAsOneZremPerKey) {
@@ -1514,6 +1587,30 @@ TEST(RedisAcl, EveryGrantedCommandIsNeeded) {
     EXPECT_TRUE(denials.count("command:" + missing)) << "never denied: not needed";
     for (const auto& d : denials)
       EXPECT_EQ(d, "command:" + missing) << "denied besides the missing one";
+  }
+}
+
+// A reset that Redis refuses (here an ACL without DEL) is a store_error
+// naming the refusal; it used to return as if the rate had been forgotten.
+TEST(RedisAcl, AResetRedisRefusesIsAStoreError) {
+  std::vector<std::string> no_del = needed_commands;
+  no_del.erase(std::find(no_del.begin(), no_del.end(), "del"));
+  redis_server srv({.acl_lines = {acl_rule("rl", "acl_rl", no_del)}});
+  registry reg;
+  store_options so;
+  so.engine = "redis";
+  so.url = acl_url(srv, "rl");
+  so.key_prefix = "acl_rl";
+  reg.configure_store("r", so);
+  reg.configure_limiter("tb", bucket(100, 2));
+  const limiter l = reg.get_limiter("tb");
+  ASSERT_TRUE(try_now(l, "k").allowed);
+  try {
+    run(l.reset("k"));
+    ADD_FAILURE() << "reset returned although Redis refused the DEL";
+  } catch (const store_error& e) {
+    EXPECT_EQ(e.store(), "r");
+    EXPECT_NE(std::string(e.what()).find("NOPERM"), std::string::npos) << e.what();
   }
 }
 

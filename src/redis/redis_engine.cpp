@@ -328,6 +328,23 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
     throw store_error(
         name_, "Redis is failing; the circuit breaker answers at once until a probe succeeds",
         true);
+  // The breaker's verdict on this call. A call that ends without one (its
+  // coroutine destroyed while it waited for Redis, because its caller's
+  // io_context went; an exception on the way) counts as abandoned, so that a
+  // probe is handed on: a probe that gave no verdict kept the breaker open
+  // for good, Redis back or not.
+  struct verdict_t {
+    circuit_breaker& breaker;
+    circuit_breaker::pass pass;
+    bool given = false;
+    verdict_t(circuit_breaker& b, circuit_breaker::pass p) : breaker(b), pass(p) {}
+    verdict_t(const verdict_t&) = delete;
+    verdict_t& operator=(const verdict_t&) = delete;
+    ~verdict_t() {
+      if (!given)
+        breaker.abandoned(pass);
+    }
+  } verdict(breaker_, pass);
   auto conn = pool_->pick();
   if (sent_on != nullptr)
     *sent_on = conn;
@@ -366,10 +383,9 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
     settle_removals(folded.list, r.error, r.reply);
     folded.list.clear();
   }
-  if (r.error == asio::error::operation_aborted) {
-    breaker_.abandoned(pass);
-    throw std::system_error(r.error); // the caller cancelled: not a store failure
-  }
+  if (r.error == asio::error::operation_aborted)
+    throw std::system_error(r.error); // the caller cancelled: not a store failure (abandoned)
+  verdict.given = true;
   if (r.error) {
     breaker_.failure(pass);
     std::string why = conn->last_error();
@@ -745,6 +761,25 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
       store_->add_lease(token, lease_record{std::string(lease_key), id, to_us(spec_.lease),
                                             steady::now() + spec_.lease / 3});
     }
+    // Until the permit holds it, the lease is this coroutine's. Destroyed
+    // while it sleeps towards its slot (its caller's io_context went), it
+    // gives the lease back; the lease used to be renewed for as long as the
+    // store lived, its slot taken in every process.
+    struct lease_guard_t {
+      redis_store& store;
+      std::uint64_t token;
+      lease_guard_t(redis_store& s, std::uint64_t t) : store(s), token(t) {}
+      lease_guard_t(const lease_guard_t&) = delete;
+      lease_guard_t& operator=(const lease_guard_t&) = delete;
+      ~lease_guard_t() {
+        if (token == 0)
+          return;
+        try {
+          store.release_lease(token);
+        } catch (...) { // out of memory: the lease expires after lease_seconds
+        }
+      }
+    } lease_guard(*store_, token);
     if (micros > 0) {
       const std::int64_t reserved = d.reserved;
       asio::steady_timer t(co_await asio::this_coro::executor,
@@ -756,7 +791,8 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
         // cannot overtake the undo on another connection. The cancellation
         // that brought us here must not abort the undo itself.
         if (token)
-          store_->drop_lease(token);
+          store_->drop_lease(token); // the undo below removes it from Redis
+        lease_guard.token = 0;
         const std::string kind = spec_.emission_interval ? "tb" : "sw";
         // tb: the TAT it set; sw: its entry's time (and the id names it).
         const std::string at = std::to_string(reserved);
@@ -787,6 +823,7 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
     out.admitted = true;
     if (token)
       out.lease = lease_token{this, token};
+    lease_guard.token = 0; // the permit's now
     co_return out;
   }
 }
@@ -823,6 +860,10 @@ asio::awaitable<void> redis_backend::reset(std::string key) {
                                                         ex::as_tuple(asio::use_awaitable));
   if (ec)
     throw store_error(store_->name(), ec.message());
+  // Refused (an ACL without DEL, a read-only replica, OOM): nothing was
+  // reset, and the caller must hear it (it used to return as if done).
+  if (r->type == REDIS_REPLY_ERROR)
+    throw store_error(store_->name(), fmt::format("Redis refused reset: {}", reply_text(*r)));
 }
 
 std::unique_ptr<backend> redis_store::make_backend(const limiter_spec& spec) {
