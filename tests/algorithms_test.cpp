@@ -176,6 +176,39 @@ TEST(Gcra, AHoleLeftByACancelledWaiterDoesNotKeepTheStateAlive) {
   EXPECT_TRUE(b.idle(now + 300 * ms));
 }
 
+// Waiters with no deadline on a bucket that refills in decades: the queue
+// reaches the end of the steady clock's range (year 2262). The call that
+// would go past it is refused; it used to wrap around to a negative time and
+// pass at once. The same for the sliding window.
+TEST(Gcra, AQueuePastTheClocksRangeIsRefusedNotWrapped) {
+  const ns t = sec;                         // one per second
+  const std::int64_t burst = 1'000'000'000; // refills in ~31 years (the most allowed)
+  gcra b(t, burst);
+  const ns now = sec;
+  int admitted = 0;
+  for (; admitted < 20; ++admitted) {
+    const auto d = b.take(now, burst, gcra::no_limit);
+    if (!d.allowed) {
+      EXPECT_GT(d.retry_after, ns{100} * 365 * 24 * 3600 * sec); // a century away, not "now"
+      break;
+    }
+    EXPECT_GE(d.wait, 0);
+  }
+  EXPECT_GE(admitted, 8);
+  EXPECT_LT(admitted, 20) << "never refused: the time wrapped";
+
+  sliding_log l(1, 1'000'000'000 * sec); // a window of ~31 years
+  int logged = 0;
+  for (; logged < 20; ++logged) {
+    const auto d = l.take(now, 1, gcra::no_limit);
+    if (!d.allowed)
+      break;
+    EXPECT_GE(d.at, now);
+  }
+  EXPECT_GE(logged, 8);
+  EXPECT_LT(logged, 20) << "never refused: the time wrapped";
+}
+
 TEST(SlidingLog, NoWindowEverHoldsMoreThanTheLimit) {
   std::mt19937_64 rng(1);
   for (int round = 0; round < 20; ++round) {

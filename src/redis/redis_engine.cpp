@@ -231,10 +231,12 @@ private:
   void send_removal(pending_removal p, const std::shared_ptr<connection>& on);
   // Releases wait in `releases_` so that those made close together go out as
   // one ZREM per leases key: sent by the store's next decision on its own
-  // connection, before its script (a release is never overtaken by a
-  // decision its caller makes after it), or else when the batch of reply
-  // handlers that made them ends (batch_ended), or else by a flush posted to
-  // the I/O thread when the first one arrives. send_releases returns, unsent, those
+  // connection, before its script (that decision cannot overtake them), or
+  // else when the batch of reply handlers that made them ends (batch_ended),
+  // or else by a flush posted to the I/O thread when the first one arrives.
+  // Those two go on the connection the pool picks: under load (more than
+  // one connection) the caller's next decision may take another and reach
+  // Redis first (docs/engines/redis.md, "Pool"). send_releases returns, unsent, those
   // for `fold_key` (at most one ZREM's worth): the caller sends them in its
   // script and settles them when the script has answered.
   void queue_release(pending_removal p);

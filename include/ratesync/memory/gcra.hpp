@@ -46,9 +46,17 @@ public:
   decision take(ns now, std::int64_t cost, ns max_wait) {
     drop_past_holes(now);
     const ns base = std::max(tat_, now);
+    decision d;
+    // A queue of waiters reaching past the year 2262 of the steady clock
+    // (a refill time of decades and waiters with no deadline): refused, as
+    // a wait the clock cannot count. It used to wrap around to a negative
+    // time, and the caller was admitted at once.
+    if (cost * t_ > no_limit - base) {
+      d.retry_after = no_limit - now;
+      return d;
+    }
     const ns new_tat = base + cost * t_;
     const ns wait = std::max<ns>(0, new_tat - burst_ * t_ - now);
-    decision d;
     if (wait > max_wait) {
       d.retry_after = wait;
       return d;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <limits>
 
 namespace ratesync::memory {
 
@@ -33,6 +34,8 @@ class sliding_log {
 public:
   using ns = std::int64_t;
 
+  static constexpr ns never = std::numeric_limits<ns>::max();
+
   struct decision {
     bool allowed = false;
     ns wait = 0;        // allowed: how long until the reserved time (0: now)
@@ -47,7 +50,9 @@ public:
     prune(now);
     const ns t = earliest(now, cost);
     decision d;
-    if (t - now > max_wait) {
+    // `never`: a queue reaching past the year 2262 of the steady clock (see
+    // gcra::take), refused whatever the caller would wait.
+    if (t == never || t - now > max_wait) {
       d.retry_after = t - now;
       return d;
     }
@@ -166,7 +171,7 @@ private:
       auto it = std::lower_bound(log_.begin(), log_.end(), base_ + idx + 1,
                                  [](const entry& e, std::int64_t u) { return e.through < u; });
       if (it != log_.end())
-        t = std::max(t, it->at + window_);
+        t = it->at > never - window_ ? never : std::max(t, it->at + window_);
     }
     return t;
   }
