@@ -189,6 +189,43 @@ TEST(RedisStore, IoExecutorRunsCallersOnTheStoresThread) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
 }
 
+// The last reference dropped on the store's thread, inside a batch of reply
+// handlers whose next one is a ZREM's completion: that completion refers to
+// the store, which used to be deleted before it ran (ASan: use after free).
+TEST(RedisStore, TheLastReferenceDroppedOnItsThreadOutlivesTheRestOfTheBatch) {
+  redis_server srv;
+  auto reg = std::make_unique<registry>();
+  store_options one = redis_store(srv, "lastref");
+  one.pool_min_size = 1; // the state request and the ZREM share a connection
+  one.pool_max_size = 1;
+  reg->configure_store("r", one);
+  reg->configure_limiter("cc", slots(10));
+  limiter l = reg->get_limiter("cc");
+  acquire_result held = try_now(l);
+  ASSERT_TRUE(held.allowed);
+  (void)state_of(l); // the state script is loaded: one request, no retry as EVAL
+  std::promise<void> finished;
+  srv.pause(); // what is sent now is answered in one write on resume()
+  asio::co_spawn(
+      l.io_executor(),
+      [l]() mutable -> asio::awaitable<void> {
+        (void)co_await l.get_state();
+        l = limiter(nullptr); // the last reference: the store goes here
+      },
+      [&finished](const std::exception_ptr&) { finished.set_value(); });
+  std::this_thread::sleep_for(100ms); // the state request is written
+  held.permit.release();              // its ZREM goes after it
+  std::this_thread::sleep_for(100ms);
+  l = limiter(nullptr);
+  reg.reset();
+  srv.resume();
+  EXPECT_EQ(finished.get_future().wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(eventually([&] {
+    return srv.query({"ZCARD", "lastref:{cc}:cc"}).integer == 0;
+  })) << "the release never reached Redis";
+  std::this_thread::sleep_for(100ms); // the store's thread ends
+}
+
 TEST(RedisFailure, FailOpenAdmitsCountsAndTheBreakerAnswersAtOnce) {
   redis_server srv;
   registry reg;

@@ -148,6 +148,12 @@ public:
   redis_store(const redis_store&) = delete;
   redis_store& operator=(const redis_store&) = delete;
   ~redis_store() override;
+  // The store's deleter. The last reference dropped on the store's own I/O
+  // thread (a coroutine started on io_executor() held it) is dropped inside
+  // one of that thread's handlers, often a batch of reply handlers whose
+  // later members (ZREM completions, fire-and-forget scripts) refer to the
+  // store: it is deleted by a handler of its own, posted behind them.
+  static void dispose(redis_store* s) noexcept;
 
   std::unique_ptr<backend> make_backend(const limiter_spec& spec) override;
   asio::any_io_executor io_executor() const noexcept override { return ctx_.get_executor(); }
@@ -320,6 +326,17 @@ redis_store::~redis_store() {
   thread_.join();
 }
 
+void redis_store::dispose(redis_store* s) noexcept {
+  if (s->ctx_.get_executor().running_in_this_thread()) {
+    try {
+      asio::post(s->ctx_, [s] { delete s; });
+      return;
+    } catch (...) { // out of memory: deleted now
+    }
+  }
+  delete s;
+}
+
 asio::awaitable<reply_ptr> redis_store::call(const script& s,
                                              std::span<const std::string_view> keys,
                                              std::span<const std::string_view> args,
@@ -405,9 +422,11 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
 void redis_store::send_script(const script& s, std::vector<std::string> keys,
                               std::vector<std::string> args) {
   unsent_.fetch_add(1, std::memory_order_relaxed);
-  // `this`, not shared_from_this(): the coroutine lives on ctx_, which dies
-  // with the store, and a last reference dropped on ctx_'s own thread would
-  // make the destructor join that thread from itself.
+  // `this`, not shared_from_this(): the coroutine lives on ctx_, whose
+  // handlers never run after the store is gone (the destructor stops ctx_,
+  // and dispose() defers a deletion on ctx_'s thread past the handler that
+  // made it); holding the store would make that thread's handlers, not the
+  // user, destroy it at every shutdown.
   asio::co_spawn(
       ctx_,
       [this, &s, keys = std::move(keys), args = std::move(args)]() -> asio::awaitable<void> {
@@ -887,7 +906,8 @@ std::string key_base(std::string_view prefix, std::string_view limiter, std::str
 }
 
 std::shared_ptr<engine> make_engine(const std::string& store_name, const store_options& options) {
-  return std::make_shared<redis_store>(store_name, options);
+  return std::shared_ptr<redis_store>(new redis_store(store_name, options),
+                                      [](redis_store* s) { redis_store::dispose(s); });
 }
 
 } // namespace ratesync::redis
