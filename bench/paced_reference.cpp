@@ -8,8 +8,16 @@
 // what is left of the p99 once the client does next to nothing is the
 // server's and the machine's.
 //
+// --closed instead makes one call at a time, closed loop, as redis-benchmark
+// -c 1 -P 1 does, and times each from its write to its reply: a single
+// caller's reference at the clock's resolution. redis-benchmark's own
+// percentiles come from 8 us buckets below about 16 ms (an HdrHistogram whose
+// lowest discernible value is 10 us), reported as the bucket's top.
+//
 //   paced_reference [--host IPV4] --port P --rate R --seconds S [--warmup W] [--keys K]
 //                   -- EVALSHA <sha> <numkeys> <key> ... <argv> ...
+//   paced_reference [--host IPV4] --port P --closed --seconds S [--warmup W] [--keys K]
+//                   -- EVALSHA ...
 //
 // Every "__rand_int__" in the command becomes a 12-digit number below K (as
 // in redis-benchmark -r K); K = 0 leaves it as it is. Prints one line:
@@ -50,6 +58,7 @@ struct args {
   double seconds = 1;
   double warmup = 0.2;
   std::uint64_t keys = 0;
+  bool closed = false;
   std::vector<std::string> command;
 };
 
@@ -60,6 +69,10 @@ args parse(int argc, char** argv) {
     const std::string k = argv[i];
     if (k == "--")
       break;
+    if (k == "--closed") {
+      a.closed = true;
+      continue;
+    }
     if (i + 1 >= argc)
       die("missing value for " + k);
     const char* v = argv[++i];
@@ -80,8 +93,10 @@ args parse(int argc, char** argv) {
   }
   for (++i; i < argc; ++i)
     a.command.emplace_back(argv[i]);
-  if (a.port <= 0 || a.rate <= 0 || a.seconds <= 0 || a.warmup < 0 || a.command.empty())
-    die("usage: paced_reference --port P --rate R --seconds S [--warmup W] [--keys K] -- CMD...");
+  if (a.port <= 0 || (a.rate <= 0) == !a.closed || a.seconds <= 0 || a.warmup < 0 ||
+      a.command.empty())
+    die("usage: paced_reference --port P (--rate R | --closed) --seconds S [--warmup W] [--keys "
+        "K] -- CMD...");
   return a;
 }
 
@@ -115,6 +130,33 @@ std::string format(const args& a, std::mt19937_64& rng) {
   return s;
 }
 
+// Reads from `fd` into `reader` until it holds a whole reply, and checks it.
+void await_reply(int fd, redisReader* reader) {
+  char buf[1 << 12];
+  for (;;) {
+    void* reply = nullptr;
+    if (redisReaderGetReply(reader, &reply) != REDIS_OK)
+      die("protocol error");
+    if (reply != nullptr) {
+      const auto* r = static_cast<redisReply*>(reply);
+      if (r->type == REDIS_REPLY_ERROR)
+        die(std::string("error reply: ") + r->str);
+      freeReplyObject(reply);
+      return;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, -1) < 0 && errno != EINTR)
+      die(std::string("poll: ") + std::strerror(errno));
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0)
+      die("the server closed the connection");
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      die(std::string("recv: ") + std::strerror(errno));
+    if (n > 0)
+      redisReaderFeed(reader, buf, static_cast<std::size_t>(n));
+  }
+}
+
 double percentile(std::vector<double>& v, double p) {
   if (v.empty())
     return 0;
@@ -145,6 +187,32 @@ int main(int argc, char** argv) {
       start + std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(a.warmup));
   const auto until = measure_from + std::chrono::duration_cast<steady::duration>(
                                         std::chrono::duration<double>(a.seconds));
+  if (a.closed) {
+    std::vector<double> lat;
+    for (auto now = steady::now(); now < until; now = steady::now()) {
+      const std::string cmd = format(a, rng);
+      const auto written = steady::now();
+      for (std::size_t at = 0; at < cmd.size();) {
+        const ssize_t n = ::send(fd, cmd.data() + at, cmd.size() - at, 0);
+        if (n < 0 && errno != EINTR)
+          die(std::string("send: ") + std::strerror(errno));
+        if (n > 0)
+          at += static_cast<std::size_t>(n);
+      }
+      await_reply(fd, reader);
+      if (written >= measure_from)
+        lat.push_back(std::chrono::duration<double, std::micro>(steady::now() - written).count());
+    }
+    redisReaderFree(reader);
+    ::close(fd);
+    const std::size_t timed = lat.size();
+    const double p50 = percentile(lat, 0.50);
+    const double p99 = percentile(lat, 0.99);
+    std::printf("paced_reference: closed loop, %.0f calls/s, p50 %.1f us, p99 %.1f us, %zu calls "
+                "timed\n",
+                static_cast<double>(timed) / a.seconds, p50, p99, timed);
+    return 0;
+  }
   const std::chrono::duration<double> interval(1.0 / a.rate);
   struct in_flight {
     steady::time_point scheduled, written;
