@@ -22,7 +22,8 @@
 // Every "__rand_int__" in the command becomes a 12-digit number below K (as
 // in redis-benchmark -r K); K = 0 leaves it as it is. Prints one line:
 // calls/s, p50 / p99 / p99.9 from the scheduled time and p99 from the write,
-// in microseconds. Exits 1 on any error reply or I/O error.
+// in microseconds (--closed: calls/s, p50 / p99 from the write). Exits 1 on
+// any error reply or I/O error.
 #include <algorithm>
 #include <arpa/inet.h>
 #include <cerrno>
@@ -93,7 +94,7 @@ args parse(int argc, char** argv) {
   }
   for (++i; i < argc; ++i)
     a.command.emplace_back(argv[i]);
-  if (a.port <= 0 || (a.rate <= 0) == !a.closed || a.seconds <= 0 || a.warmup < 0 ||
+  if (a.port <= 0 || (a.closed ? a.rate != 0 : a.rate <= 0) || a.seconds <= 0 || a.warmup < 0 ||
       a.command.empty())
     die("usage: paced_reference --port P (--rate R | --closed) --seconds S [--warmup W] [--keys "
         "K] -- CMD...");
@@ -193,7 +194,7 @@ int main(int argc, char** argv) {
       const std::string cmd = format(a, rng);
       const auto written = steady::now();
       for (std::size_t at = 0; at < cmd.size();) {
-        const ssize_t n = ::send(fd, cmd.data() + at, cmd.size() - at, 0);
+        const ssize_t n = ::send(fd, cmd.data() + at, cmd.size() - at, MSG_NOSIGNAL);
         if (n < 0 && errno != EINTR)
           die(std::string("send: ") + std::strerror(errno));
         if (n > 0)
@@ -238,7 +239,8 @@ int main(int argc, char** argv) {
                              interval * static_cast<double>(due_count));
     }
     if (out_at < out.size()) {
-      const ssize_t n = ::send(fd, out.data() + out_at, out.size() - out_at, MSG_DONTWAIT);
+      const ssize_t n =
+          ::send(fd, out.data() + out_at, out.size() - out_at, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
         die(std::string("send: ") + std::strerror(errno));
       if (n > 0)

@@ -189,43 +189,6 @@ TEST(RedisStore, IoExecutorRunsCallersOnTheStoresThread) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
 }
 
-// The last reference dropped on the store's thread, inside a batch of reply
-// handlers whose next one is a ZREM's completion: that completion refers to
-// the store, which used to be deleted before it ran (ASan: use after free).
-TEST(RedisStore, TheLastReferenceDroppedOnItsThreadOutlivesTheRestOfTheBatch) {
-  redis_server srv;
-  auto reg = std::make_unique<registry>();
-  store_options one = redis_store(srv, "lastref");
-  one.pool_min_size = 1; // the state request and the ZREM share a connection
-  one.pool_max_size = 1;
-  reg->configure_store("r", one);
-  reg->configure_limiter("cc", slots(10));
-  limiter l = reg->get_limiter("cc");
-  acquire_result held = try_now(l);
-  ASSERT_TRUE(held.allowed);
-  (void)state_of(l); // the state script is loaded: one request, no retry as EVAL
-  std::promise<void> finished;
-  srv.pause(); // what is sent now is answered in one write on resume()
-  asio::co_spawn(
-      l.io_executor(),
-      [l]() mutable -> asio::awaitable<void> {
-        (void)co_await l.get_state();
-        l = limiter(nullptr); // the last reference: the store goes here
-      },
-      [&finished](const std::exception_ptr&) { finished.set_value(); });
-  std::this_thread::sleep_for(100ms); // the state request is written
-  held.permit.release();              // its ZREM goes after it
-  std::this_thread::sleep_for(100ms);
-  l = limiter(nullptr);
-  reg.reset();
-  srv.resume();
-  EXPECT_EQ(finished.get_future().wait_for(5s), std::future_status::ready);
-  EXPECT_TRUE(eventually([&] {
-    return srv.query({"ZCARD", "lastref:{cc}:cc"}).integer == 0;
-  })) << "the release never reached Redis";
-  std::this_thread::sleep_for(100ms); // the store's thread ends
-}
-
 TEST(RedisFailure, FailOpenAdmitsCountsAndTheBreakerAnswersAtOnce) {
   redis_server srv;
   registry reg;
@@ -753,15 +716,68 @@ void log_every_command(redis_server& srv) {
   srv.command({"SLOWLOG", "RESET"});
 }
 
-// ZREM commands sent by clients since log_every_command().
-std::int64_t zrem_calls(redis_server& srv) {
+// The slow log's ids (in the order Redis ran them) of the `name` commands
+// that clients, not scripts, sent since log_every_command().
+std::vector<std::int64_t> client_commands(redis_server& srv, const std::string& name) {
   const redis_server::reply log = srv.query({"SLOWLOG", "GET", "-1"});
-  std::int64_t n = 0;
+  std::vector<std::int64_t> ids;
   for (const auto& entry : log.elements)
     if (entry.elements.size() > 4 && !entry.elements[3].elements.empty() &&
-        entry.elements[3].elements[0].str == "ZREM" && entry.elements[4].str != "?:0")
-      ++n;
-  return n;
+        entry.elements[3].elements[0].str == name && entry.elements[4].str != "?:0")
+      ids.push_back(entry.elements[0].integer);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+// ZREM commands sent by clients since log_every_command().
+std::int64_t zrem_calls(redis_server& srv) {
+  return static_cast<std::int64_t>(client_commands(srv, "ZREM").size());
+}
+
+// The last reference dropped on the store's thread, inside a batch of reply
+// handlers whose next one is a ZREM's completion: that completion refers to
+// the store, which used to be deleted before it ran (ASan: use after free).
+TEST(RedisStore, TheLastReferenceDroppedOnItsThreadOutlivesTheRestOfTheBatch) {
+  redis_server srv;
+  auto reg = std::make_unique<registry>();
+  store_options one = redis_store(srv, "lastref");
+  one.pool_min_size = 1; // the state request and the ZREM share a connection
+  one.pool_max_size = 1;
+  reg->configure_store("r", one);
+  reg->configure_limiter("cc", slots(10));
+  limiter l = reg->get_limiter("cc");
+  acquire_result held = try_now(l);
+  ASSERT_TRUE(held.allowed);
+  (void)state_of(l); // the state script is loaded: one request, no retry as EVAL
+  log_every_command(srv);
+  std::promise<void> finished;
+  srv.pause(); // what is sent now is answered in one write on resume()
+  asio::co_spawn(
+      l.io_executor(),
+      [l]() mutable -> asio::awaitable<void> {
+        (void)co_await l.get_state();
+        l = limiter(nullptr); // the last reference: the store goes here
+      },
+      [&finished](const std::exception_ptr&) { finished.set_value(); });
+  std::this_thread::sleep_for(200ms); // the state request is written
+  held.permit.release();              // its ZREM goes after it
+  std::this_thread::sleep_for(200ms);
+  l = limiter(nullptr);
+  reg.reset();
+  srv.resume();
+  EXPECT_EQ(finished.get_future().wait_for(5s), std::future_status::ready);
+  EXPECT_TRUE(eventually([&] {
+    return srv.query({"ZCARD", "lastref:{cc}:cc"}).integer == 0;
+  })) << "the release never reached Redis";
+  // The case arose: the state request ran before the ZREM (else the ZREM's
+  // completion ran first, before the store could go, and nothing was tested).
+  const std::vector<std::int64_t> states = client_commands(srv, "EVALSHA");
+  const std::vector<std::int64_t> zrems = client_commands(srv, "ZREM");
+  ASSERT_EQ(states.size(), 1u);
+  ASSERT_EQ(zrems.size(), 1u);
+  ASSERT_TRUE(client_commands(srv, "EVAL").empty()); // no NOSCRIPT retry behind the ZREM
+  EXPECT_LT(states[0], zrems[0]) << "the ZREM ran first: the case did not arise";
+  std::this_thread::sleep_for(100ms); // the store's thread ends
 }
 
 // A caller sleeping towards its reserved slot (a rate and max_concurrent),

@@ -152,7 +152,11 @@ public:
   // thread (a coroutine started on io_executor() held it) is dropped inside
   // one of that thread's handlers, often a batch of reply handlers whose
   // later members (ZREM completions, fire-and-forget scripts) refer to the
-  // store: it is deleted by a handler of its own, posted behind them.
+  // store: it is deleted by a handler of its own, posted behind the handlers
+  // already queued. What is posted after it (the second part of a batch
+  // split in two) is destroyed unrun, as at any shutdown on this thread:
+  // only the store's own handlers can be there, and their destructors do
+  // not touch it (a caller's pending decision holds a reference).
   static void dispose(redis_store* s) noexcept;
 
   std::unique_ptr<backend> make_backend(const limiter_spec& spec) override;
