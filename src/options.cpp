@@ -130,6 +130,8 @@ void validate(const std::string& name, const store_options& o) {
       c.fail("socket_connect_timeout", redis_only);
     if (o.health_check_interval != default_store.health_check_interval)
       c.fail("health_check_interval", redis_only);
+    if (o.io_context != nullptr)
+      c.fail("io_context", "applies to the redis engine only (a memory store does no I/O)");
     check_no_tls(c, o, redis_only);
     return;
   }

@@ -116,9 +116,9 @@ class engine {
 public:
   virtual ~engine() = default;
   virtual std::unique_ptr<backend> make_backend(const limiter_spec& spec) = 0;
-  // The executor of the thread that does this store's I/O, if it has one
-  // (a redis store: yes; a memory store: no, a null executor). See
-  // limiter::io_executor().
+  // The executor of the io_context that does this store's I/O, if it has
+  // one (a redis store: its own thread's, or store_options::io_context's;
+  // a memory store: none, a null executor). See limiter::io_executor().
   virtual asio::any_io_executor io_executor() const noexcept { return {}; }
 };
 

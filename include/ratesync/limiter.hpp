@@ -128,8 +128,9 @@ public:
 
   limiter_metrics get_metrics() const noexcept { return core_->snapshot(); }
   // The executor of the thread that talks to this limiter's store (redis
-  // stores), or a null executor (memory stores decide on the caller's
-  // thread). A coroutine started on it makes each decision without the two
+  // stores: the store's own thread, or the io_context given as
+  // store_options::io_context), or a null executor (memory stores decide on
+  // the caller's thread). A coroutine started on it makes each decision without the two
   // thread hand-offs (caller -> I/O thread -> caller) that the default costs:
   // the lowest latency for a single caller (docs/performance.md). Keep such
   // coroutines short and non-blocking: they share the thread with the

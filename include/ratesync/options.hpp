@@ -7,6 +7,10 @@
 #include <optional>
 #include <string>
 
+namespace asio {
+class io_context;
+}
+
 namespace ratesync {
 
 // Seconds as a floating-point count; any std::chrono duration converts to it.
@@ -30,6 +34,14 @@ struct store_options {
   seconds_d socket_connect_timeout{5.0};
   // An idle connection is probed with PING this often (0: never).
   seconds_d health_check_interval{1.0};
+  // Code only (TOML has no spelling for it). Null: the store runs its
+  // connections on an I/O thread of its own, and every decision of a caller
+  // on another thread crosses to it and back. Set: on this io_context, and
+  // the store starts no thread; callers on it decide without a thread
+  // hand-off (docs/engines/redis.md, "The store's io_context"). The context
+  // must be run by one thread at a time, and must outlive the store; while
+  // the store lives its connections keep the context's run() from returning.
+  asio::io_context* io_context = nullptr;
 
   // --- TLS (rediss:// URLs only) ---
   std::string tls_ca_file;   // empty: the system's trust store

@@ -171,8 +171,17 @@ asio::awaitable<void> connection::impl::open_socket() {
   case transport_kind::tcp:
   case transport_kind::tls: {
     tcp::resolver resolver(ex);
-    auto endpoints = co_await resolver.async_resolve(
-        opts.where.host, std::to_string(opts.where.port), asio::use_awaitable);
+    const std::string port = std::to_string(opts.where.port);
+    // An IP address (redis://127.0.0.1) needs no lookup: resolved at once,
+    // without the thread that Asio's resolver starts in the io_context for
+    // its first async_resolve (the caller's io_context, with
+    // store_options::io_context). A host name is looked up asynchronously.
+    std::error_code not_numeric;
+    tcp::resolver::results_type endpoints = resolver.resolve(
+        opts.where.host, port, tcp::resolver::numeric_host | tcp::resolver::numeric_service,
+        not_numeric);
+    if (not_numeric)
+      endpoints = co_await resolver.async_resolve(opts.where.host, port, asio::use_awaitable);
     tcp::socket* sock = nullptr;
     if (opts.where.kind == transport_kind::tcp) {
       sock = &stream.emplace<tcp::socket>(ex);

@@ -19,7 +19,9 @@
 #include <atomic>
 #include <cmath>
 #include <fmt/format.h>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -133,6 +135,22 @@ private:
   steady::time_point retry_at_{};
 };
 
+// The scripts, shared by every store: a fire-and-forget call may still be
+// running (its reply on the way, or a retry as EVAL) after its store is gone.
+struct script_set {
+  script token_bucket{"token_bucket", std::string(lua::token_bucket)};
+  script sliding_window{"sliding_window", std::string(lua::sliding_window)};
+  script concurrency{"concurrency", std::string(lua::concurrency)};
+  script renew_lease{"renew_lease", std::string(lua::renew_lease)};
+  script undo{"undo", std::string(lua::undo)};
+  script state{"state", std::string(lua::state)};
+};
+
+const script_set& scripts() {
+  static const script_set set;
+  return set;
+}
+
 struct lease_record {
   std::string key; // the leases zset
   std::string id;  // member
@@ -140,27 +158,38 @@ struct lease_record {
   steady::time_point next_renewal;
 };
 
-class redis_store final : public engine,
-                          public batch_end_work,
+// A store's shared state: its connections, leases and releases. The engine
+// the registry holds (redis_engine, below) owns its life cycle; the backends
+// hold it too. The store's own handlers (ZREM completions, fire-and-forget
+// scripts, the posted flush of releases, the renewal loop) hold it only
+// weakly: they may outlive it on a context that is not the store's (the
+// caller's, store_options::io_context), and on its own thread they may be
+// queued behind the handler that drops the last reference. Once it is gone
+// they do nothing.
+class redis_store final : public batch_end_work,
                           public std::enable_shared_from_this<redis_store> {
 public:
   redis_store(std::string name, const store_options& o);
   redis_store(const redis_store&) = delete;
   redis_store& operator=(const redis_store&) = delete;
-  ~redis_store() override;
-  // The store's deleter. The last reference dropped on the store's own I/O
-  // thread (a coroutine started on io_executor() held it) is dropped inside
-  // one of that thread's handlers, often a batch of reply handlers whose
-  // later members (ZREM completions, fire-and-forget scripts) refer to the
-  // store: it is deleted by a handler of its own, posted behind the handlers
-  // already queued. What is posted after it (the second part of a batch
-  // split in two) is destroyed unrun, as at any shutdown on this thread:
-  // only the store's own handlers can be there, and their destructors do
-  // not touch it (a caller's pending decision holds a reference).
-  static void dispose(redis_store* s) noexcept;
+  ~redis_store() override = default;
 
-  std::unique_ptr<backend> make_backend(const limiter_spec& spec) override;
-  asio::any_io_executor io_executor() const noexcept override { return ctx_.get_executor(); }
+  // Starts the renewal loop (it needs a weak reference: after construction).
+  void start();
+  // Fails what the connections hold with errc::shutting_down and stops them,
+  // the renewal loop, and the store's own thread if it has one (each posted
+  // to the context, behind what is queued there). Idempotent.
+  void stop();
+
+  asio::io_context& context() const noexcept { return ctx_; }
+  bool owns_thread() const noexcept { return own_ != nullptr; }
+  // Runs the store's own io_context (its thread's body).
+  std::function<void()> thread_body() const {
+    return [io = own_] { io->ctx.run(); };
+  }
+  // Fire-and-forget commands (releases, undos, renewals) not yet answered.
+  std::int64_t unsent() const noexcept { return unsent_.load(std::memory_order_acquire); }
+  std::chrono::nanoseconds drain_limit() const noexcept { return drain_limit_; }
 
   // One script call: through the breaker, on the least loaded connection.
   // Returns the reply (which may be an error reply only for NOSCRIPT-free
@@ -200,31 +229,34 @@ public:
   std::int64_t margin_us() const { return margin_us_; }
   bool degraded() const { return breaker_.is_open(); }
 
-  const script token_bucket{"token_bucket", std::string(lua::token_bucket)};
-  const script sliding_window{"sliding_window", std::string(lua::sliding_window)};
-  const script concurrency{"concurrency", std::string(lua::concurrency)};
-  const script renew_lease{"renew_lease", std::string(lua::renew_lease)};
-  const script undo{"undo", std::string(lua::undo)};
-  const script state{"state", std::string(lua::state)};
+  const script& token_bucket = scripts().token_bucket;
+  const script& sliding_window = scripts().sliding_window;
+  const script& concurrency = scripts().concurrency;
+  const script& renew_lease = scripts().renew_lease;
+  const script& undo = scripts().undo;
+  const script& state = scripts().state;
 
 private:
-  asio::awaitable<void> renew_loop();
+  static asio::awaitable<void> renew_loop(std::weak_ptr<redis_store> store,
+                                          std::shared_ptr<asio::steady_timer> tick);
+  // One turn of the renewal loop: renewals due, removals to retry.
+  void renew_due();
 
-  std::string name_;
-  std::string prefix_;
-  std::int64_t margin_us_;
-  // The I/O thread's io_context, shared with the thread itself: when the last
-  // reference to the store is dropped on that thread (a coroutine started on
-  // io_executor() held it), the store cannot join it and the thread keeps
-  // the io_context until run() has returned.
+  // The store's own io_context, when it has one (no store_options::io_context),
+  // shared with its thread: when the store is stopped on that thread, the
+  // thread cannot be joined, and keeps the io_context until run() returns.
+  // First, so that it goes last: the connections are bound to it.
   struct io_thread {
     asio::io_context ctx;
   };
-  std::shared_ptr<io_thread> io_ = std::make_shared<io_thread>();
-  asio::io_context& ctx_ = io_->ctx;
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::shared_ptr<io_thread> own_;
+  asio::io_context& ctx_; // own_->ctx, or the caller's
+  std::string name_;
+  std::string prefix_;
+  std::int64_t margin_us_;
   std::unique_ptr<pool> pool_;
-  std::thread thread_;
+  std::shared_ptr<asio::steady_timer> tick_; // the renewal loop's; stop() cancels it
+  std::atomic<bool> stopped_{false};
   circuit_breaker breaker_;
   std::string nonce_;
   std::atomic<std::uint64_t> counter_{1};
@@ -288,9 +320,11 @@ connection_options transport_options(const store_options& o) {
 }
 
 redis_store::redis_store(std::string name, const store_options& o)
-    : name_(std::move(name)), prefix_(o.key_prefix),
+    : own_(o.io_context != nullptr ? nullptr : std::make_shared<io_thread>()),
+      ctx_(o.io_context != nullptr ? *o.io_context : own_->ctx), name_(std::move(name)),
+      prefix_(o.key_prefix),
       margin_us_(static_cast<std::int64_t>(std::ceil(o.timing_margin_ms * 1000.0))),
-      work_(ctx_.get_executor()),
+      tick_(std::make_shared<asio::steady_timer>(ctx_)),
       drain_limit_(std::chrono::duration_cast<std::chrono::nanoseconds>(o.socket_timeout)) {
   connection_options c = transport_options(o);
   std::shared_ptr<asio::ssl::context> tls;
@@ -301,44 +335,19 @@ redis_store::redis_store(std::string name, const store_options& o)
                                  static_cast<std::size_t>(o.pool_max_size));
   std::random_device rd;
   nonce_ = fmt::format("{:08x}{:08x}", rd(), rd());
-  asio::co_spawn(ctx_, renew_loop(), asio::detached);
-  thread_ = std::thread([io = io_] { io->ctx.run(); });
 }
 
-redis_store::~redis_store() {
-  if (std::this_thread::get_id() == thread_.get_id()) {
-    // On the I/O thread itself: it cannot be joined from here, nor can it
-    // carry the fire-and-forget commands while we wait. Stop its io_context
-    // now: what is still queued (some of it refers to this store) is
-    // destroyed without running, which fails pending requests with
-    // shutting_down; the thread ends on its own and frees the io_context.
-    pool_->stop();
-    work_.reset();
-    ctx_.stop();
-    thread_.detach();
+void redis_store::start() {
+  asio::co_spawn(ctx_, renew_loop(weak_from_this(), tick_), asio::detached);
+}
+
+void redis_store::stop() {
+  if (stopped_.exchange(true, std::memory_order_acq_rel))
     return;
-  }
-  // Releases and undos sent just before shutdown still reach Redis (else a
-  // released slot would stay leased for lease_seconds): wait for them, within
-  // a socket timeout.
-  const auto give_up = steady::now() + drain_limit_;
-  while (unsent_.load(std::memory_order_acquire) > 0 && steady::now() < give_up)
-    std::this_thread::sleep_for(1ms);
   pool_->stop();
-  asio::post(ctx_, [io = io_] { io->ctx.stop(); }); // after the connections' stop()
-  work_.reset();
-  thread_.join();
-}
-
-void redis_store::dispose(redis_store* s) noexcept {
-  if (s->ctx_.get_executor().running_in_this_thread()) {
-    try {
-      asio::post(s->ctx_, [s] { delete s; });
-      return;
-    } catch (...) { // out of memory: deleted now
-    }
-  }
-  delete s;
+  asio::post(ctx_, [tick = tick_] { tick->cancel(); });
+  if (own_)
+    asio::post(ctx_, [io = own_] { io->ctx.stop(); }); // after the connections' stop()
 }
 
 asio::awaitable<reply_ptr> redis_store::call(const script& s,
@@ -426,18 +435,17 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
 void redis_store::send_script(const script& s, std::vector<std::string> keys,
                               std::vector<std::string> args) {
   unsent_.fetch_add(1, std::memory_order_relaxed);
-  // `this`, not shared_from_this(): the coroutine lives on ctx_, whose
-  // handlers never run after the store is gone (the destructor stops ctx_,
-  // and dispose() defers a deletion on ctx_'s thread past the handler that
-  // made it); holding the store would make that thread's handlers, not the
-  // user, destroy it at every shutdown.
+  // The store weakly (see redis_store): holding it would keep it, and its
+  // own io_context, alive in that io_context's queue after a shutdown.
   asio::co_spawn(
       ctx_,
-      [this, &s, keys = std::move(keys), args = std::move(args)]() -> asio::awaitable<void> {
+      [w = weak_from_this(), conn = pool_->pick(), &s, keys = std::move(keys),
+       args = std::move(args)]() -> asio::awaitable<void> {
         std::vector<std::string_view> k(keys.begin(), keys.end());
         std::vector<std::string_view> a(args.begin(), args.end());
-        co_await run_script(pool_->pick(), s, k, a);
-        unsent_.fetch_sub(1, std::memory_order_release);
+        co_await run_script(conn, s, k, a);
+        if (const auto self = w.lock())
+          self->unsent_.fetch_sub(1, std::memory_order_release);
       },
       asio::detached);
 }
@@ -470,8 +478,10 @@ void redis_store::queue_release(pending_removal p) {
       return;
   } catch (...) { // out of memory: posted instead
   }
-  // `this`: the store outlives ctx_'s handlers (see send_script).
-  asio::post(ctx_, [this] { send_releases(nullptr); });
+  asio::post(ctx_, [w = weak_from_this()] {
+    if (const auto self = w.lock())
+      self->send_releases(nullptr);
+  });
 }
 
 void redis_store::batch_ended() noexcept {
@@ -526,8 +536,9 @@ void redis_store::send_zrem(std::vector<pending_removal> group,
   std::string payload = encode_command(argv);
   on->async_execute(
       std::move(payload),
-      [this, group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
-        settle_removals(group, ec, r);
+      [w = weak_from_this(), group = std::move(group)](std::error_code ec, reply_ptr r) mutable {
+        if (const auto self = w.lock())
+          self->settle_removals(group, ec, r);
       },
       true); // background: a connection with many releases in flight is not busy
 }
@@ -577,39 +588,44 @@ void redis_store::release_lease(std::uint64_t token) {
 
 // Every live lease is renewed once a third of its time to live has passed,
 // so a slot never expires while its holder lives.
-asio::awaitable<void> redis_store::renew_loop() {
-  asio::steady_timer tick(ctx_);
-  const std::string ttl_margin = std::to_string(margin_us_);
+asio::awaitable<void> redis_store::renew_loop(std::weak_ptr<redis_store> store,
+                                              std::shared_ptr<asio::steady_timer> tick) {
   for (;;) {
-    tick.expires_after(50ms);
-    auto [ec] = co_await tick.async_wait(ex::as_tuple(asio::use_awaitable));
-    if (ec)
+    tick->expires_after(50ms);
+    auto [ec] = co_await tick->async_wait(ex::as_tuple(asio::use_awaitable));
+    const auto self = store.lock();
+    if (ec || !self || self->stopped_.load(std::memory_order_acquire))
       co_return;
-    std::vector<lease_record> due;
+    self->renew_due();
+  }
+}
+
+void redis_store::renew_due() {
+  std::vector<lease_record> due;
+  {
+    std::lock_guard lk(leases_mu_);
+    const auto now = steady::now();
+    for (auto& [token, r] : leases_) {
+      if (r.next_renewal <= now) {
+        due.push_back(r);
+        r.next_renewal = now + std::chrono::microseconds(r.ttl_us / 3);
+      }
+    }
+  }
+  const std::string ttl_margin = std::to_string(margin_us_);
+  for (auto& r : due)
+    send_script(renew_lease, {r.key}, {r.id, std::to_string(r.ttl_us), ttl_margin});
+  // Lease removals that failed, again every 250 ms (one attempt each at a
+  // time: a failed attempt puts it back).
+  if (const auto now = steady::now(); now >= next_retry_) {
+    next_retry_ = now + 250ms;
+    std::vector<pending_removal> retry;
     {
-      std::lock_guard lk(leases_mu_);
-      const auto now = steady::now();
-      for (auto& [token, r] : leases_) {
-        if (r.next_renewal <= now) {
-          due.push_back(r);
-          r.next_renewal = now + std::chrono::microseconds(r.ttl_us / 3);
-        }
-      }
+      std::lock_guard lk(removals_mu_);
+      retry.swap(removals_);
     }
-    for (auto& r : due)
-      send_script(renew_lease, {r.key}, {r.id, std::to_string(r.ttl_us), ttl_margin});
-    // Lease removals that failed, again every 250 ms (one attempt each at a
-    // time: a failed attempt puts it back).
-    if (const auto now = steady::now(); now >= next_retry_) {
-      next_retry_ = now + 250ms;
-      std::vector<pending_removal> retry;
-      {
-        std::lock_guard lk(removals_mu_);
-        retry.swap(removals_);
-      }
-      for (auto& p : retry)
-        send_removal(std::move(p), nullptr);
-    }
+    for (auto& p : retry)
+      send_removal(std::move(p), nullptr);
   }
 }
 
@@ -891,8 +907,78 @@ asio::awaitable<void> redis_backend::reset(std::string key) {
     throw store_error(store_->name(), fmt::format("Redis refused reset: {}", reply_text(*r)));
 }
 
-std::unique_ptr<backend> redis_store::make_backend(const limiter_spec& spec) {
-  return std::make_unique<redis_backend>(shared_from_this(), spec);
+// The store as the registry and the limiters hold it: its life cycle. It
+// goes when the last of them lets go (the backends hold it, the limiters hold
+// this). Releases and undos sent just before still reach Redis (else a
+// released slot would stay leased for lease_seconds), within a socket
+// timeout; then the store stops.
+class redis_engine final : public engine {
+public:
+  explicit redis_engine(std::shared_ptr<redis_store> store) : store_(std::move(store)) {
+    store_->start();
+    if (store_->owns_thread()) {
+      work_.emplace(store_->context().get_executor());
+      thread_ = std::thread(store_->thread_body());
+    }
+  }
+  redis_engine(const redis_engine&) = delete;
+  redis_engine& operator=(const redis_engine&) = delete;
+  ~redis_engine() override;
+
+  std::unique_ptr<backend> make_backend(const limiter_spec& spec) override {
+    return std::make_unique<redis_backend>(store_, spec);
+  }
+  asio::any_io_executor io_executor() const noexcept override {
+    return store_->context().get_executor();
+  }
+
+private:
+  static asio::awaitable<void> drain_then_stop(std::shared_ptr<redis_store> s);
+
+  std::shared_ptr<redis_store> store_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::thread thread_; // the store's own, when it has one
+};
+
+redis_engine::~redis_engine() {
+  asio::io_context& ctx = store_->context();
+  if (ctx.get_executor().running_in_this_thread()) {
+    // On the store's thread (a coroutine there held the last limiter): it
+    // can neither wait here for what is in flight, which that thread
+    // carries, nor join itself. The drain goes on as a coroutine there,
+    // which then stops the store (its own thread, if it has one, ends by
+    // itself and frees the io_context).
+    if (thread_.joinable())
+      thread_.detach();
+    work_.reset();
+    try {
+      asio::co_spawn(ctx, drain_then_stop(store_), asio::detached);
+    } catch (...) { // out of memory: stopped now, what is in flight dropped
+      store_->stop();
+    }
+    return;
+  }
+  // A stopped io_context (the caller's, after its stop()) answers nothing:
+  // what is in flight stays unanswered.
+  if (!ctx.stopped()) {
+    const auto give_up = steady::now() + store_->drain_limit();
+    while (store_->unsent() > 0 && steady::now() < give_up)
+      std::this_thread::sleep_for(1ms);
+  }
+  store_->stop();
+  work_.reset();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+asio::awaitable<void> redis_engine::drain_then_stop(std::shared_ptr<redis_store> s) {
+  asio::steady_timer t(s->context());
+  const auto give_up = steady::now() + s->drain_limit();
+  while (s->unsent() > 0 && steady::now() < give_up) {
+    t.expires_after(1ms);
+    co_await t.async_wait(ex::as_tuple(asio::use_awaitable));
+  }
+  s->stop();
 }
 
 } // namespace
@@ -910,8 +996,7 @@ std::string key_base(std::string_view prefix, std::string_view limiter, std::str
 }
 
 std::shared_ptr<engine> make_engine(const std::string& store_name, const store_options& options) {
-  return std::shared_ptr<redis_store>(new redis_store(store_name, options),
-                                      [](redis_store* s) { redis_store::dispose(s); });
+  return std::make_shared<redis_engine>(std::make_shared<redis_store>(store_name, options));
 }
 
 } // namespace ratesync::redis

@@ -1,5 +1,6 @@
 // Private: the redis engine. Every decision is one EVALSHA of a script in
-// lua/, on Redis time; the store owns a thread for its connections.
+// lua/, on Redis time; a store runs its connections on a thread of its own
+// or on the io_context its options name (store_options::io_context).
 #pragma once
 
 #include <memory>

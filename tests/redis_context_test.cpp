@@ -1,0 +1,228 @@
+// A redis store on the caller's io_context (store_options::io_context): it
+// starts no thread, decides only while that context runs, and goes without
+// losing what was in flight whether it is dropped on the context's thread,
+// from another thread while the context runs, or after the context stopped.
+// Against a private redis-server per test (tests/redis_server.hpp).
+// (g++ 12: no braced temporary inside a co_await expression.)
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <gtest/gtest.h>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "ratesync/ratesync.hpp"
+#include "redis_server.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace ratesync;
+using namespace ratesync::test;
+
+// The process's thread count (/proc/self/status, "Threads:").
+int threads_now() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("Threads:", 0) == 0)
+      return std::stoi(line.substr(8));
+  throw std::runtime_error("no Threads: line in /proc/self/status");
+}
+
+store_options on_context(const redis_server& srv, const std::string& prefix,
+                         asio::io_context* ctx) {
+  store_options s;
+  s.engine = "redis";
+  s.url = srv.url();
+  s.key_prefix = prefix;
+  s.io_context = ctx;
+  return s;
+}
+
+limiter_options slots(std::int64_t n) {
+  limiter_options o;
+  o.store = "r";
+  o.max_concurrent = n;
+  return o;
+}
+
+acquire_options fail_fast() {
+  acquire_options o;
+  o.timeout = seconds_d(0);
+  return o;
+}
+
+long long zcard(redis_server& srv, const std::string& key) {
+  return srv.query({"ZCARD", key}).integer;
+}
+
+// Runs `ctx` on a thread of its own; the future is ready once run() returned.
+std::future<void> run_on_thread(asio::io_context& ctx) {
+  return std::async(std::launch::async, [&ctx] { ctx.run(); });
+}
+
+TEST(RedisContext, TheStoreStartsNoThreadAndDecidesOnlyWhileTheContextRuns) {
+  redis_server srv;
+  {
+    // The count can tell: a store of its own adds its thread.
+    const int before = threads_now();
+    registry own;
+    own.configure_store("r", on_context(srv, "ownthread", nullptr));
+    EXPECT_EQ(threads_now(), before + 1);
+  }
+  asio::io_context io;
+  const int before = threads_now();
+  auto reg = std::make_unique<registry>();
+  reg->configure_store("r", on_context(srv, "ctx", &io));
+  limiter_options o = slots(100);
+  o.rate_per_second = 1; // one a second
+  o.burst = 5;
+  reg->configure_limiter("api", o);
+  EXPECT_EQ(threads_now(), before);
+  limiter api = reg->get_limiter("api");
+  ASSERT_TRUE(api.io_executor() == asio::any_io_executor(io.get_executor()));
+
+  // A caller on another thread's context: nothing is decided while nobody
+  // runs the store's.
+  std::future<acquire_result> first = std::async(std::launch::async, [&] {
+    return run(api.try_acquire(fail_fast()));
+  });
+  EXPECT_EQ(first.wait_for(300ms), std::future_status::timeout);
+  auto t0 = steady::now();
+  while (first.wait_for(0s) != std::future_status::ready && steady::now() - t0 < 5s)
+    io.run_for(10ms);
+  ASSERT_EQ(first.wait_for(0s), std::future_status::ready);
+  EXPECT_TRUE(first.get().allowed);
+
+  // Callers on the store's context.
+  int admitted = 1;
+  std::chrono::microseconds retry_after{0};
+  bool done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (int i = 0; i < 8; ++i) {
+          acquire_result r = co_await api.try_acquire(fail_fast());
+          if (r.allowed)
+            ++admitted;
+          else
+            retry_after = r.retry_after;
+        }
+        done = true;
+        reg.reset(); // the registry's reference; `api` still holds the store
+      },
+      asio::detached);
+  t0 = steady::now();
+  while (!done && steady::now() - t0 < 5s)
+    io.run_for(10ms);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(admitted, 5); // the burst, and no more
+  EXPECT_GT(retry_after, 500ms);
+  EXPECT_LE(retry_after, 1000ms);
+  EXPECT_EQ(api.get_metrics().store_errors, 0u);
+  EXPECT_EQ(threads_now(), before);
+}
+
+// The last reference goes on the context's own thread, right after a
+// release: the release (unsent then) reaches Redis, and the context's run()
+// returns by itself once the store has stopped (nothing of it is left).
+TEST(RedisContext, DroppedOnTheContextsThreadItSendsWhatWasInFlightAndLetsRunReturn) {
+  redis_server srv;
+  asio::io_context io;
+  auto reg = std::make_unique<registry>();
+  reg->configure_store("r", on_context(srv, "onthread", &io));
+  reg->configure_limiter("cc", slots(2));
+  bool released = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        limiter l = reg->get_limiter("cc");
+        permit p = co_await l.acquire();
+        p.release(); // a ZREM queued, not yet written
+        released = true;
+        l = limiter(nullptr);
+        reg.reset(); // the last reference: the store goes here, on this thread
+      },
+      asio::detached);
+  std::future<void> ran = run_on_thread(io);
+  ASSERT_EQ(ran.wait_for(5s), std::future_status::ready) << "run() kept running after the store";
+  ran.get();
+  EXPECT_TRUE(released);
+  EXPECT_EQ(zcard(srv, "onthread:{cc}:cc"), 0) << "the release was lost";
+}
+
+// Dropped from another thread while the context runs: the destructor waits
+// for the release in flight (the server is paused until 300 ms after it
+// began), then the context's run() returns by itself.
+TEST(RedisContext, DroppedFromAnotherThreadItWaitsForWhatWasInFlight) {
+  redis_server srv;
+  asio::io_context io;
+  auto reg = std::make_unique<registry>();
+  reg->configure_store("r", on_context(srv, "offthread", &io));
+  reg->configure_limiter("cc", slots(2));
+  std::future<void> ran = run_on_thread(io);
+  {
+    limiter l = reg->get_limiter("cc");
+    acquire_result a = run(l.try_acquire(fail_fast())); // from this thread's own context
+    ASSERT_TRUE(a.allowed);
+    EXPECT_EQ(zcard(srv, "offthread:{cc}:cc"), 1);
+    srv.pause();
+    a.permit.release(); // its ZREM is written, and answered on resume
+  }
+  const auto t0 = steady::now();
+  std::future<void> resumed = std::async(std::launch::async, [&] {
+    std::this_thread::sleep_for(300ms);
+    srv.resume();
+  });
+  reg.reset();
+  const double took = ms_since(t0);
+  resumed.get();
+  EXPECT_GE(took, 250.0) << "the store did not wait for the release";
+  EXPECT_LT(took, 4000.0);
+  EXPECT_EQ(zcard(srv, "offthread:{cc}:cc"), 0) << "the release was lost";
+  ASSERT_EQ(ran.wait_for(5s), std::future_status::ready) << "run() kept running after the store";
+  ran.get();
+}
+
+// Dropped after the context was stopped: nothing can be answered, so the
+// destructor does not wait its socket_timeout (5 s) for it. The held lease
+// stays until it expires (lease_seconds), as when the process dies.
+TEST(RedisContext, DroppedAfterTheContextStoppedReturnsAtOnce) {
+  redis_server srv;
+  auto io = std::make_unique<asio::io_context>();
+  auto reg = std::make_unique<registry>();
+  reg->configure_store("r", on_context(srv, "stopped", io.get()));
+  reg->configure_limiter("cc", slots(2));
+  std::future<void> ran = run_on_thread(*io);
+  acquire_result a = run(reg->get_limiter("cc").try_acquire(fail_fast()));
+  ASSERT_TRUE(a.allowed);
+  io->stop();
+  ASSERT_EQ(ran.wait_for(5s), std::future_status::ready);
+  ran.get();
+  a.permit.release();
+  const auto t0 = steady::now();
+  reg.reset();
+  EXPECT_LT(ms_since(t0), 1000.0);
+  io.reset(); // then the context: what the store left queued goes with it
+  EXPECT_EQ(zcard(srv, "stopped:{cc}:cc"), 1);
+}
+
+TEST(RedisContext, AMemoryStoreRefusesAnIoContext) {
+  asio::io_context io;
+  registry reg;
+  store_options m;
+  m.io_context = &io;
+  try {
+    reg.configure_store("m", m);
+    FAIL() << "accepted";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find("stores.m.io_context"), std::string::npos) << e.what();
+  }
+}
+
+} // namespace
