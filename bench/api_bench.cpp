@@ -12,12 +12,16 @@
 //             [--strategy token_bucket|sliding_window|token_bucket_concurrent]
 //             [--scenario admit|deny] [--callers N] [--threads T] [--keys K]
 //             [--key-space shared|per-thread] [--pool one|default]
-//             [--seconds S] [--warmup S] [--rate R] [--io-thread] [--smoke] [--header]
+//             [--seconds S] [--warmup S] [--rate R] [--io-thread | --callers-context]
+//             [--smoke] [--header]
 //   api_bench --rss-keys 1000000 [--strategy ...]
 //
 // --io-thread (redis): the callers run on the store's I/O thread
 // (limiter::io_executor()) instead of a thread of their own, so a decision
 // costs no thread hand-off.
+// --callers-context (redis): the other way round, the same thread: the store
+// runs on the callers' io_context (store_options::io_context) and starts no
+// thread of its own.
 //
 // Limits: `admit` sets them so high that every decision admits (token bucket
 // 1e8/s with a burst of 1e9; sliding window 1e6 per 0.1 s; concurrency 1e6);
@@ -111,7 +115,8 @@ struct args {
   bool smoke = false;
   bool header = false;
   std::uint64_t rss_keys = 0;
-  bool io_thread = false; // callers on limiter::io_executor() (redis only)
+  bool io_thread = false;        // callers on limiter::io_executor() (redis only)
+  bool callers_context = false;  // the store on the callers' io_context (redis only)
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -121,7 +126,8 @@ struct args {
                "         [--strategy token_bucket|sliding_window|token_bucket_concurrent]\n"
                "         [--scenario admit|deny] [--callers N] [--threads T] [--keys K]\n"
                "         [--key-space shared|per-thread] [--pool one|default] [--seconds S]\n"
-               "         [--warmup S] [--rate R] [--io-thread] [--smoke] [--header]\n"
+               "         [--warmup S] [--rate R] [--io-thread | --callers-context] [--smoke]\n"
+               "         [--header]\n"
                "       api_bench --rss-keys N [--strategy ...] [--smoke] [--header]\n",
                why.c_str());
   std::exit(2);
@@ -139,6 +145,10 @@ args parse(int argc, char** argv) {
     }
     if (k == "--io-thread") {
       a.io_thread = true;
+      continue;
+    }
+    if (k == "--callers-context") {
+      a.callers_context = true;
       continue;
     }
     if (k == "--header") {
@@ -207,6 +217,9 @@ args parse(int argc, char** argv) {
   if (a.io_thread && (a.engine != "redis" || a.threads != 1))
     usage("--io-thread: the callers run on the redis store's I/O thread (--engine redis, "
           "--threads 1)");
+  if (a.callers_context && (a.engine != "redis" || a.threads != 1 || a.io_thread))
+    usage("--callers-context: the redis store runs on the callers' one io_context (--engine "
+          "redis, --threads 1, not with --io-thread)");
   if (a.keys > 1'000'000'000'000ULL)
     usage("--keys: at most 10^12 (12 digits)");
   return a;
@@ -615,6 +628,11 @@ int main(int argc, char** argv) {
     return rss_mode(a);
 
   const bool redis = a.engine == "redis";
+  // --callers-context: the store's and the callers' io_context. Declared
+  // before the registry: it must outlive the store.
+  std::optional<asio::io_context> callers_ctx;
+  if (a.callers_context)
+    callers_ctx.emplace(1);
   ratesync::registry reg;
   try {
     std::string store;
@@ -623,6 +641,7 @@ int main(int argc, char** argv) {
       s.engine = "redis";
       s.url = a.url;
       s.socket_connect_timeout = 2s;
+      s.io_context = callers_ctx ? &*callers_ctx : nullptr;
       if (a.one_connection) {
         s.pool_min_size = 1;
         s.pool_max_size = 1;
@@ -640,12 +659,28 @@ int main(int argc, char** argv) {
   // One decision first: the connection is up and the script loaded (EVALSHA,
   // NOSCRIPT, EVAL) before the clock starts; a dead server fails here.
   try {
-    run_here([&]() -> asio::awaitable<void> {
+    auto first = [&]() -> asio::awaitable<void> {
       ratesync::acquire_options o;
       o.timeout = ratesync::seconds_d(0);
       ratesync::acquire_result r = co_await lim.try_acquire(o);
       (void)r;
-    });
+    };
+    if (callers_ctx) {
+      // On the store's context, run here until it is done (run() would not
+      // return: the connections keep it busy); its worker runs it after.
+      std::exception_ptr failure;
+      bool done = false;
+      asio::co_spawn(*callers_ctx, first, [&](std::exception_ptr e) {
+        failure = e;
+        done = true;
+      });
+      while (!done)
+        callers_ctx->run_one();
+      if (failure)
+        std::rethrow_exception(failure);
+    } else {
+      run_here(first);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "api_bench: first decision failed: %s\n", e.what());
     return 1;
@@ -697,16 +732,26 @@ int main(int argc, char** argv) {
         all_done.get_future().wait();
         return;
       }
-      asio::io_context ctx(1);
+      std::optional<asio::io_context> own_ctx;
+      if (!callers_ctx)
+        own_ctx.emplace(1);
+      asio::io_context& ctx = callers_ctx ? *callers_ctx : *own_ctx;
+      // The store's connections keep its context busy: stopped when the
+      // callers are done (a context of this thread's own runs out of work).
+      int left = a.callers + (pace ? 1 : 0);
+      auto one_done = [&](const std::exception_ptr&) {
+        if (--left == 0 && callers_ctx)
+          ctx.stop();
+      };
       for (int c = 0; c < a.callers; ++c) {
         const auto seed = static_cast<std::uint64_t>(t) * 1'000'003u + static_cast<unsigned>(c);
         if (pace)
-          asio::co_spawn(ctx, caller<true>(plan, ts, seed * 7919u + 1, pace), asio::detached);
+          asio::co_spawn(ctx, caller<true>(plan, ts, seed * 7919u + 1, pace), one_done);
         else
-          asio::co_spawn(ctx, caller<false>(plan, ts, seed * 7919u + 1, pace), asio::detached);
+          asio::co_spawn(ctx, caller<false>(plan, ts, seed * 7919u + 1, pace), one_done);
       }
       if (pace)
-        asio::co_spawn(ctx, dispatcher(pace), asio::detached);
+        asio::co_spawn(ctx, dispatcher(pace), one_done);
       ctx.run();
     });
   }

@@ -36,7 +36,8 @@
 #          [--bench-bin PATH] [--results DIR] [redis://HOST:PORT[/DB]]
 #        bench/run_api_bench.sh --summarize DIR
 #   --quick   token bucket, admit, 10,000 keys, one connection (and "io": the
-#             callers on its I/O thread, in full runs too), 1/50/200/1000
+#             callers on its I/O thread, and "ctx": the store on the callers'
+#             io_context, in full runs too), 1/50/200/1000
 #             callers, plus one denial row; memory rows; ~2 minutes
 #   --smoke   a few seconds: one small row per strategy on memory and redis (and
 #             one denial row, RSS over 100,000 keys); checks that every figure
@@ -140,6 +141,17 @@ fail() {
   echo "FAIL: $*" >&2
 }
 
+# api_bench's arguments for a row's pool: one, default, io (one connection,
+# callers on the store's I/O thread), ctx (one connection, the store on the
+# callers' io_context).
+pool_args() {
+  case "$1" in
+  io) echo --pool one --io-thread ;;
+  ctx) echo --pool one --callers-context ;;
+  *) echo --pool "$1" ;;
+  esac
+}
+
 # The tables (summary.md, summary.csv) from the results directory: medians
 # (min-max) over the repetitions. Runs after the rows, or alone (--summarize).
 summarize() {
@@ -159,10 +171,10 @@ summarize() {
     function label(row,   f, s) {
       split(row, f, "/")
       if (f[1] == "half_load") return sprintf("token bucket paced at %s/s (half load), %s callers, %s, %s", k(f[2]), f[3],
-        f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : "default pool")
+        f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : f[5] == "ctx" ? "1 connection, the store on the callers\047 io_context" : "default pool")
       s = f[1] == "token_bucket" ? "token bucket" : f[1] == "sliding_window" ? "sliding window" : "bucket + max_concurrent"
       return sprintf("%s, %s, %s caller%s, %s, %s", s, f[2], f[3], f[3] == 1 ? "" : "s",
-        f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : "default pool")
+        f[4] == 1 ? "1 key" : k(f[4]) " keys", f[5] == "one" ? "1 connection" : f[5] == "io" ? "1 connection, callers on its I/O thread" : f[5] == "ctx" ? "1 connection, the store on the callers\047 io_context" : "default pool")
     }
     FILENAME == ARGV[1] && FNR > 1 {
       key = $2 SUBSEP $1
@@ -224,7 +236,7 @@ summarize() {
         for (i = 1; i <= nrows; i++) {
           r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"; f = r SUBSEP "ref"
           if (!(f in seen) || !(med(dps[f]) > 0)) continue
-          if ((g[5] == "one" || g[5] == "io") && g[3] >= 50 && g[2] == "admit") {
+          if ((g[5] == "one" || g[5] == "io" || g[5] == "ctx") && g[3] >= 50 && g[2] == "admit") {
             x = med(dps[o]) / med(dps[f])
             printf "- throughput >= 0.90 of the reference, %s: %.2f %s\n", label(r), x, (x >= 0.9 ? "MET" : "not met")
           }
@@ -550,12 +562,17 @@ if ((REDIS)); then
   done
   if [[ "$MODE" == quick ]] && ((!SELECTED)); then ROW_LIST+=("token_bucket/deny/50/10000/one"); fi
   # Pool "io": one connection with the callers on the store's I/O thread
-  # (api_bench --io-thread, limiter::io_executor()): no thread hand-off per
-  # decision. Token bucket admissions over 10,000 keys, every caller count.
+  # (api_bench --io-thread, limiter::io_executor()); pool "ctx": one
+  # connection with the store on the callers' io_context (api_bench
+  # --callers-context, store_options::io_context). Either way callers and
+  # connection share a thread: no thread hand-off per decision. Token bucket
+  # admissions over 10,000 keys, every caller count.
   if [[ "$MODE" != smoke ]] && ((!SELECTED)); then
-    for callers in $(split "$CALLERS"); do ROW_LIST+=("token_bucket/admit/$callers/10000/io"); done
+    for pool in io ctx; do
+      for callers in $(split "$CALLERS"); do ROW_LIST+=("token_bucket/admit/$callers/10000/$pool"); done
+    done
   fi
-  if [[ "$MODE" == smoke ]]; then ROW_LIST+=("token_bucket/deny/50/1/one"); fi
+  if [[ "$MODE" == smoke ]]; then ROW_LIST+=("token_bucket/deny/50/1/one" "token_bucket/admit/50/10000/ctx"); fi
 
   # Connections the default pool opens at each number of callers.
   declare -A CONNS
@@ -580,7 +597,7 @@ if ((REDIS)); then
   declare -A REF_C REF_P REF_N REF_R REF_ARGS
   for row in "${ROW_LIST[@]}"; do
     IFS=/ read -r strat scen callers keys pool <<<"$row"
-    if [[ "$pool" == one || "$pool" == io ]]; then c=1; else c="${CONNS[$callers]}"; ((c > callers)) && c="$callers"; fi
+    if [[ "$pool" != default ]]; then c=1; else c="${CONNS[$callers]}"; ((c > callers)) && c="$callers"; fi
     p=$(((callers + c - 1) / c))
     REF_C[$row]=$c REF_P[$row]=$p
     REF_R[$row]="$(reference_r "$strat" "$scen" "$keys" "$callers")"
@@ -602,11 +619,8 @@ if ((REDIS)); then
     i=0
     for row in "${ROW_LIST[@]}"; do
       IFS=/ read -r strat scen callers keys pool <<<"$row"
-      if [[ "$pool" == io ]]; then
-        ours=(--strategy "$strat" --scenario "$scen" --callers "$callers" --keys "$keys" --pool one --io-thread)
-      else
-        ours=(--strategy "$strat" --scenario "$scen" --callers "$callers" --keys "$keys" --pool "$pool")
-      fi
+      # shellcheck disable=SC2046
+      ours=(--strategy "$strat" --scenario "$scen" --callers "$callers" --keys "$keys" $(pool_args "$pool"))
       # shellcheck disable=SC2086
       if (((rep + i) % 2 == 1)); then
         run_ref "$row" "$rep" "${REF_C[$row]}" "${REF_P[$row]}" "${REF_N[$row]}" "${REF_R[$row]}" ${REF_ARGS[$row]}
@@ -633,27 +647,27 @@ if ((REDIS)); then
       IFS=/ read -r _ _ callers keys pool <<<"$SAT_ROW"
       HALF=$((SAT / 2))
       echo "half load: $HALF decisions/s, half of $SAT ($SAT_ROW, the highest token-bucket median above)"
-      # In the saturating row's mode and with the callers on the I/O thread
-      # (the low-latency mode: no hand-off between threads); on its keys and on
+      # In the saturating row's mode and in the two low-latency ones (callers
+      # and connection on one thread: "io" and "ctx"); on its keys and on
       # the other key count (1 or 10,000). Redis's own stalls of 1 ms or more
       # (LATENCY LATEST, e.g. its active expire cycle deleting the keys that
       # recovered) are recorded for each run.
       modes=("$pool")
       [[ "$pool" != io ]] && modes+=(io)
+      [[ "$pool" != ctx ]] && modes+=(ctx)
       key_counts=("$keys")
       if [[ "$keys" == 1 ]]; then key_counts+=(10000); else key_counts+=(1); fi
       if [[ "$MODE" == smoke ]]; then
-        modes=(io) key_counts=("$keys")
+        modes=(io ctx) key_counts=("$keys")
         [[ -n "$PACED_BIN" ]] || fail "smoke: no bench/paced_reference next to $BENCH (build the paced_reference target)"
       fi
       cli CONFIG SET latency-monitor-threshold 1 >/dev/null
       for k in "${key_counts[@]}"; do
         for mode in "${modes[@]}"; do
           for rep in $(seq 1 "$REPS"); do
-            pool_args=(--pool "$mode")
-            [[ "$mode" == io ]] && pool_args=(--pool one --io-thread)
+            # shellcheck disable=SC2046
             run_ours "half_load/$HALF/$callers/$k/$mode" "$rep" --strategy token_bucket --scenario admit \
-              --callers "$callers" --keys "$k" "${pool_args[@]}" --rate "$HALF"
+              --callers "$callers" --keys "$k" $(pool_args "$mode") --rate "$HALF"
             [[ -n "$PACED_BIN" ]] && run_paced_ref "half_load/$HALF/$callers/$k/$mode" "$rep" "$HALF" "$k"
             # LATENCY LATEST: name, time, latest ms, max ms per event.
             echo "half_load/$HALF/$callers/$k/$mode,$rep,$(cli LATENCY LATEST |
