@@ -32,7 +32,7 @@
 # Usage: bench/run_api_bench.sh [--reps N] [--seconds S] [--quick | --smoke]
 #          [--strategies token_bucket,sliding_window,token_bucket_concurrent]
 #          [--scenarios admit,deny] [--callers 1,50,200,1000] [--keys 1,10000]
-#          [--pools one,default] [--no-memory] [--no-redis] [--no-extras]
+#          [--pools one,default,io,ctx] [--no-memory] [--no-redis] [--no-extras]
 #          [--bench-bin PATH] [--results DIR] [redis://HOST:PORT[/DB]]
 #        bench/run_api_bench.sh --summarize DIR
 #   --quick   token bucket, admit, 10,000 keys, one connection (and "io": the
