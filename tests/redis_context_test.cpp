@@ -214,6 +214,40 @@ TEST(RedisContext, DroppedAfterTheContextStoppedReturnsAtOnce) {
   EXPECT_EQ(zcard(srv, "stopped:{cc}:cc"), 1);
 }
 
+// The context destroyed before the store (as a context of main's is before
+// the default registry, which lives until exit): the store lets go of its
+// connections as the context goes, and every later call is answered with a
+// store_error that says why, fail-open calls admitted and counted. Without
+// that the store's destructor touched the freed context (ASan).
+TEST(RedisContext, AContextDestroyedBeforeItsStoreLeavesAStoreThatSaysSo) {
+  redis_server srv;
+  auto io = std::make_unique<asio::io_context>();
+  registry reg;
+  reg.configure_store("r", on_context(srv, "gone", io.get()));
+  limiter_options closed = slots(2);
+  closed.fail_closed = true;
+  reg.configure_limiter("closed", closed);
+  reg.configure_limiter("open", slots(2));
+  std::future<void> ran = run_on_thread(*io);
+  acquire_result held = run(reg.get_limiter("open").try_acquire(fail_fast()));
+  ASSERT_TRUE(held.allowed);
+  io->stop();
+  ASSERT_EQ(ran.wait_for(5s), std::future_status::ready);
+  ran.get();
+  io.reset();
+  held.permit.release(); // nothing can send it
+  try {
+    (void)run(reg.get_limiter("closed").try_acquire(fail_fast()));
+    ADD_FAILURE() << "no store_error";
+  } catch (const store_error& e) {
+    EXPECT_NE(std::string(e.what()).find("io_context"), std::string::npos) << e.what();
+  }
+  const limiter open = reg.get_limiter("open");
+  EXPECT_TRUE(run(open.try_acquire(fail_fast())).allowed);
+  EXPECT_EQ(open.get_metrics().store_errors, 1u);
+  EXPECT_EQ(zcard(srv, "gone:{open}:cc"), 1); // the held lease, until lease_seconds
+} // the registry and its store go after the context
+
 TEST(RedisContext, AMemoryStoreRefusesAnIoContext) {
   asio::io_context io;
   registry reg;

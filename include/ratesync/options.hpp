@@ -39,8 +39,10 @@ struct store_options {
   // on another thread crosses to it and back. Set: on this io_context, and
   // the store starts no thread; callers on it decide without a thread
   // hand-off (docs/engines/redis.md, "The store's io_context"). The context
-  // must be run by one thread at a time, and must outlive the store; while
-  // the store lives its connections keep the context's run() from returning.
+  // must be run by one thread at a time, and should outlive the store (a
+  // store whose context is destroyed first answers every call with
+  // store_error); while the store lives its connections keep the context's
+  // run() from returning.
   asio::io_context* io_context = nullptr;
 
   // --- TLS (rediss:// URLs only) ---

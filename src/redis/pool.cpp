@@ -29,6 +29,8 @@ std::shared_ptr<connection> pool::open() {
 
 std::shared_ptr<connection> pool::pick() {
   std::lock_guard lk(mutex_);
+  if (abandoned_)
+    return nullptr;
   // Connected ones first: a connection that is (re)connecting usually has no
   // load (its requests failed), so "least loaded" alone sent requests to it,
   // to wait for or fail with its next connect attempt.
@@ -51,6 +53,15 @@ std::shared_ptr<connection> pool::pick() {
     return conns_.back();
   }
   return conns_[best];
+}
+
+void pool::abandon() {
+  std::vector<std::shared_ptr<connection>> gone;
+  {
+    std::lock_guard lk(mutex_);
+    abandoned_ = true;
+    gone.swap(conns_);
+  }
 }
 
 void pool::stop() {

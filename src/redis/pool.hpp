@@ -27,9 +27,12 @@ public:
   pool(const pool&) = delete;
   pool& operator=(const pool&) = delete;
 
-  // Thread-safe. Never null.
+  // Thread-safe. Null only after abandon().
   std::shared_ptr<connection> pick();
   void stop();
+  // Lets go of every connection without stopping it (their io_context is
+  // being destroyed, and them with it); opens none after.
+  void abandon();
 
   std::size_t size() const;
   std::vector<std::shared_ptr<connection>> connections() const;
@@ -43,6 +46,7 @@ private:
   std::size_t max_size_;
   mutable std::mutex mutex_;
   std::vector<std::shared_ptr<connection>> conns_;
+  bool abandoned_ = false;
 };
 
 } // namespace ratesync::redis

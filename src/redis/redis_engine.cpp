@@ -151,6 +151,27 @@ const script_set& scripts() {
   return set;
 }
 
+class redis_store;
+
+// Registered in an io_context given as store_options::io_context: when that
+// context is destroyed before a store on it (a store of the default
+// registry, which lives until exit, on a context of main's), shutdown()
+// tells each store, which lets go of its connections and its timer while
+// their services still exist, and answers every later call with a
+// store_error instead of touching the context.
+class context_watch final : public asio::execution_context::service {
+public:
+  // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): Asio's service key
+  inline static asio::execution_context::id id;
+  explicit context_watch(asio::execution_context& ctx) : service(ctx) {}
+  void add(std::weak_ptr<redis_store> store);
+
+private:
+  void shutdown() override;
+  std::mutex mu_;
+  std::vector<std::weak_ptr<redis_store>> stores_;
+};
+
 struct lease_record {
   std::string key; // the leases zset
   std::string id;  // member
@@ -221,7 +242,18 @@ public:
   void drop_lease(std::uint64_t token);
   // Stops renewing the lease and removes it from Redis (fire and forget).
   void release_lease(std::uint64_t token);
-  std::shared_ptr<connection> pick() { return pool_->pick(); }
+  // A connection for a request; store_error once the store's io_context is
+  // gone (context_destroyed()).
+  std::shared_ptr<connection> pick() {
+    std::shared_ptr<connection> c = pool_->pick();
+    if (c == nullptr)
+      throw store_error(name_, gone_message);
+    return c;
+  }
+  // Called by context_watch while the io_context given as
+  // store_options::io_context is destroyed.
+  void context_destroyed() noexcept;
+  bool context_gone() const noexcept { return gone_.load(std::memory_order_acquire); }
   std::uint64_t next_token() { return tokens_.fetch_add(1, std::memory_order_relaxed); }
 
   const std::string& name() const { return name_; }
@@ -257,6 +289,9 @@ private:
   std::unique_ptr<pool> pool_;
   std::shared_ptr<asio::steady_timer> tick_; // the renewal loop's; stop() cancels it
   std::atomic<bool> stopped_{false};
+  std::atomic<bool> gone_{false}; // the io_context was destroyed
+  static constexpr const char* gone_message =
+      "the io_context it ran on (store_options::io_context) was destroyed before the store";
   circuit_breaker breaker_;
   std::string nonce_;
   std::atomic<std::uint64_t> counter_{1};
@@ -338,7 +373,36 @@ redis_store::redis_store(std::string name, const store_options& o)
 }
 
 void redis_store::start() {
+  if (!own_)
+    asio::use_service<context_watch>(ctx_).add(weak_from_this());
   asio::co_spawn(ctx_, renew_loop(weak_from_this(), tick_), asio::detached);
+}
+
+void context_watch::add(std::weak_ptr<redis_store> store) {
+  std::lock_guard lk(mu_);
+  std::erase_if(stores_, [](const std::weak_ptr<redis_store>& w) { return w.expired(); });
+  stores_.push_back(std::move(store));
+}
+
+void context_watch::shutdown() {
+  std::vector<std::weak_ptr<redis_store>> stores;
+  {
+    std::lock_guard lk(mu_);
+    stores.swap(stores_);
+  }
+  for (const auto& w : stores)
+    if (const auto s = w.lock())
+      s->context_destroyed();
+}
+
+void redis_store::context_destroyed() noexcept {
+  gone_.store(true, std::memory_order_release);
+  stopped_.store(true, std::memory_order_release);
+  // The context's handlers (the connections' coroutines, the renewal loop)
+  // are destroyed after this, with the context; what the store holds goes
+  // now, while the socket and timer services still exist.
+  pool_->abandon();
+  tick_.reset();
 }
 
 void redis_store::stop() {
@@ -355,6 +419,8 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
                                              std::span<const std::string_view> args,
                                              std::shared_ptr<connection>* sent_on,
                                              std::string_view lease_key) {
+  if (context_gone())
+    throw store_error(name_, gone_message);
   const circuit_breaker::pass pass = breaker_.allow();
   if (pass == circuit_breaker::pass::rejected)
     throw store_error(
@@ -377,7 +443,7 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
         breaker.abandoned(pass);
     }
   } verdict(breaker_, pass);
-  auto conn = pool_->pick();
+  auto conn = pick();
   if (sent_on != nullptr)
     *sent_on = conn;
   // Releases riding in this call are settled when it has answered, or, if
@@ -434,12 +500,15 @@ asio::awaitable<reply_ptr> redis_store::call(const script& s,
 
 void redis_store::send_script(const script& s, std::vector<std::string> keys,
                               std::vector<std::string> args) {
+  std::shared_ptr<connection> conn = pool_->pick();
+  if (conn == nullptr)
+    return; // the io_context is gone
   unsent_.fetch_add(1, std::memory_order_relaxed);
   // The store weakly (see redis_store): holding it would keep it, and its
   // own io_context, alive in that io_context's queue after a shutdown.
   asio::co_spawn(
       ctx_,
-      [w = weak_from_this(), conn = pool_->pick(), &s, keys = std::move(keys),
+      [w = weak_from_this(), conn = std::move(conn), &s, keys = std::move(keys),
        args = std::move(args)]() -> asio::awaitable<void> {
         std::vector<std::string_view> k(keys.begin(), keys.end());
         std::vector<std::string_view> a(args.begin(), args.end());
@@ -461,6 +530,8 @@ void redis_store::remove_lease(std::string key, std::string id, std::int64_t ttl
 }
 
 void redis_store::queue_release(pending_removal p) {
+  if (context_gone())
+    return; // nothing can send it: the lease expires after lease_seconds
   unsent_.fetch_add(1, std::memory_order_relaxed);
   bool first = false;
   {
@@ -530,6 +601,10 @@ redis_store::send_releases(const std::shared_ptr<connection>& on, std::string_vi
 
 void redis_store::send_zrem(std::vector<pending_removal> group,
                             const std::shared_ptr<connection>& on) {
+  if (on == nullptr) { // the io_context is gone: the leases expire by themselves
+    unsent_.fetch_sub(static_cast<std::int64_t>(group.size()), std::memory_order_release);
+    return;
+  }
   std::vector<std::string_view> argv{"ZREM", group.front().key};
   for (const pending_removal& p : group)
     argv.emplace_back(p.id);
@@ -941,6 +1016,8 @@ private:
 };
 
 redis_engine::~redis_engine() {
+  if (store_->context_gone())
+    return; // nothing of it is left on that context
   asio::io_context& ctx = store_->context();
   if (ctx.get_executor().running_in_this_thread()) {
     // On the store's thread (a coroutine there held the last limiter): it
