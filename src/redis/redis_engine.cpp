@@ -161,7 +161,8 @@ class redis_store;
 // store_error instead of touching the context.
 class context_watch final : public asio::execution_context::service {
 public:
-  // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): Asio's service key
+  // Asio's service key (its constructor is empty, but not noexcept).
+  // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables,cert-err58-cpp)
   inline static asio::execution_context::id id;
   explicit context_watch(asio::execution_context& ctx) : service(ctx) {}
   void add(std::weak_ptr<redis_store> store);
