@@ -137,6 +137,8 @@ private:
 
 // The scripts, shared by every store: a fire-and-forget call may still be
 // running (its reply on the way, or a retry as EVAL) after its store is gone.
+// Never destroyed: a store of the default registry (a static, destroyed at
+// exit after anything made later) still sends scripts while it drains.
 struct script_set {
   script token_bucket{"token_bucket", std::string(lua::token_bucket)};
   script sliding_window{"sliding_window", std::string(lua::sliding_window)};
@@ -147,8 +149,9 @@ struct script_set {
 };
 
 const script_set& scripts() {
-  static const script_set set;
-  return set;
+  // NOLINTNEXTLINE(cppcoreguidelines-owning-memory): leaked on purpose (above)
+  static const script_set* const set = new script_set;
+  return *set;
 }
 
 class redis_store;
@@ -602,7 +605,7 @@ redis_store::send_releases(const std::shared_ptr<connection>& on, std::string_vi
 
 void redis_store::send_zrem(std::vector<pending_removal> group,
                             const std::shared_ptr<connection>& on) {
-  if (on == nullptr) { // the io_context is gone: the leases expire by themselves
+  if (on == nullptr || context_gone()) { // the leases expire by themselves
     unsent_.fetch_sub(static_cast<std::int64_t>(group.size()), std::memory_order_release);
     return;
   }
@@ -1020,12 +1023,13 @@ redis_engine::~redis_engine() {
   if (store_->context_gone())
     return; // nothing of it is left on that context
   asio::io_context& ctx = store_->context();
-  if (ctx.get_executor().running_in_this_thread()) {
-    // On the store's thread (a coroutine there held the last limiter): it
-    // can neither wait here for what is in flight, which that thread
-    // carries, nor join itself. The drain goes on as a coroutine there,
-    // which then stops the store (its own thread, if it has one, ends by
-    // itself and frees the io_context).
+  if (!store_->owns_thread() || ctx.get_executor().running_in_this_thread()) {
+    // The caller's io_context, from any thread, or the store's own thread
+    // from itself: the drain goes on as a coroutine there, which then stops
+    // the store. The destructor never waits for a context the caller runs
+    // (nobody may be running it now); its run() returns once that is done.
+    // The store's own thread cannot join itself: it ends by itself once
+    // stop() has stopped its io_context, and frees it.
     if (thread_.joinable())
       thread_.detach();
     work_.reset();
@@ -1036,17 +1040,14 @@ redis_engine::~redis_engine() {
     }
     return;
   }
-  // A stopped io_context (the caller's, after its stop()) answers nothing:
-  // what is in flight stays unanswered.
-  if (!ctx.stopped()) {
-    const auto give_up = steady::now() + store_->drain_limit();
-    while (store_->unsent() > 0 && steady::now() < give_up)
-      std::this_thread::sleep_for(1ms);
-  }
+  // The store's own thread, from another: wait for what is in flight
+  // (within socket_timeout), then stop and join it.
+  const auto give_up = steady::now() + store_->drain_limit();
+  while (store_->unsent() > 0 && steady::now() < give_up)
+    std::this_thread::sleep_for(1ms);
   store_->stop();
   work_.reset();
-  if (thread_.joinable())
-    thread_.join();
+  thread_.join();
 }
 
 asio::awaitable<void> redis_engine::drain_then_stop(std::shared_ptr<redis_store> s) {
