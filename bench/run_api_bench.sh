@@ -33,7 +33,7 @@
 #          [--strategies token_bucket,sliding_window,token_bucket_concurrent]
 #          [--scenarios admit,deny] [--callers 1,50,200,1000] [--keys 1,10000]
 #          [--pools one,default,io,ctx] [--no-memory] [--no-redis] [--no-extras]
-#          [--bench-bin PATH] [--results DIR] [redis://HOST:PORT[/DB]]
+#          [--half-reps N] [--bench-bin PATH] [--results DIR] [redis://HOST:PORT[/DB]]
 #        bench/run_api_bench.sh --summarize DIR
 #   --quick   token bucket, admit, 10,000 keys, one connection (and "io": the
 #             callers on its I/O thread, and "ctx": the store on the callers'
@@ -42,6 +42,8 @@
 #   --smoke   a few seconds: one small row per strategy on memory and redis (and
 #             one denial row, RSS over 100,000 keys); checks that every figure
 #             is produced and sane and exits 1 if not (ctest bench_smoke)
+#   --half-reps N  repetitions of each half-load row (default 10; --smoke 1):
+#             a p99 over 1 s moves with one stall of the machine
 #   --summarize DIR  print the tables of an earlier run again from its
 #             results directory (rows.csv ...), rewriting its summary.md and
 #             summary.csv; runs nothing
@@ -54,6 +56,7 @@
 set -euo pipefail
 
 REPS=3
+HALF_REPS= # the half-load rows' repetitions (default: 10; --smoke 1)
 SECONDS_PER_RUN=1
 WARMUP=0.3
 MODE=full
@@ -73,6 +76,7 @@ SUMMARIZE=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
   --reps) REPS="$2"; shift 2 ;;
+  --half-reps) HALF_REPS="$2"; shift 2 ;;
   --seconds) SECONDS_PER_RUN="$2"; shift 2 ;;
   --quick) MODE=quick; shift ;;
   --smoke) MODE=smoke; shift ;;
@@ -124,6 +128,12 @@ smoke)
   SCENARIOS=admit CALLERS=50 KEYS=10000 POOLS=one
   ;;
 esac
+# A p99 over 1 s moves with a single stall of the machine: the half-load rows
+# get more repetitions than the others (and the summary counts how many of
+# them were under 1 ms, ours and the reference's).
+if [[ -z "$HALF_REPS" ]]; then
+  if [[ "$MODE" == smoke ]]; then HALF_REPS=1; else HALF_REPS=10; fi
+fi
 
 [[ -n "$SUMMARIZE" ]] && RESULTS_DIR="$SUMMARIZE"
 if [[ -z "$RESULTS_DIR" ]]; then
@@ -168,6 +178,7 @@ summarize() {
     function hi(s,   a, n) { n = sorted(s, a); return n ? a[n] : "" }
     function k(n) { return n >= 1000 ? sprintf("%.0fk", n / 1000) : n }
     function fmt_rate(s) { return sprintf("%s (%s-%s)", k(med(s)), k(lo(s)), k(hi(s))) }
+    function under(s, lim,   a, n, i, c) { n = split(s, a, " "); c = 0; for (i = 1; i <= n; i++) if (a[i] + 0 < lim) c++; return c " of " n }
     function label(row,   f, s) {
       split(row, f, "/")
       if (f[1] == "half_load") return sprintf("token bucket paced at %s/s (half load), %s callers, %s, %s", k(f[2]), f[3],
@@ -249,12 +260,12 @@ summarize() {
         for (i = 1; i <= nrows; i++) {
           r = order[i]; split(r, g, "/"); o = r SUBSEP "ours"
           if (g[1] == "half_load") {
-            printf "- p99 under 1 ms at half of the saturated throughput, %s: %.0f us %s (from each call'"'"'s actual start, without the pacer'"'"'s lateness: %.0f us)", label(r), med(p99[o]),
-              (med(p99[o]) < 1000 ? "MET" : "not met"), med(sp99[o])
+            printf "- p99 under 1 ms at half of the saturated throughput, %s: %.0f us %s, under 1 ms in %s repetitions (from each call'"'"'s actual start, without the pacer'"'"'s lateness: %.0f us)", label(r), med(p99[o]),
+              (med(p99[o]) < 1000 ? "MET" : "not met"), under(p99[o], 1000), med(sp99[o])
             f = r SUBSEP "ref"
             if (f in seen)
-              printf "; the physical reference (bench/paced_reference, same rate and keys): p99 %.0f us (%.0f-%.0f), ratio %.2f\n",
-                med(p99[f]), lo(p99[f]), hi(p99[f]), med(p99[o]) / med(p99[f])
+              printf "; the physical reference (bench/paced_reference, same rate and keys): p99 %.0f us (%.0f-%.0f), under 1 ms in %s, ratio %.2f\n",
+                med(p99[f]), lo(p99[f]), hi(p99[f]), under(p99[f], 1000), med(p99[o]) / med(p99[f])
             else
               printf "; no physical reference (bench/paced_reference not built)\n"
           }
@@ -306,7 +317,7 @@ summarize() {
 
 if [[ -n "$SUMMARIZE" ]]; then
   [[ -s "$RESULTS_DIR/rows.csv" ]] || { echo "run_api_bench.sh: no rows.csv in $RESULTS_DIR" >&2; exit 1; }
-  REPS="$(awk -F, 'NR > 1 && $3 + 0 > n { n = $3 + 0 } END { print n + 0 }' "$RESULTS_DIR/rows.csv")"
+  REPS="$(awk -F, 'NR > 1 && $2 !~ /^half_load/ && $3 + 0 > n { n = $3 + 0 } END { print n + 0 }' "$RESULTS_DIR/rows.csv")"
   summarize
   exit 0
 fi
@@ -664,7 +675,7 @@ if ((REDIS)); then
       cli CONFIG SET latency-monitor-threshold 1 >/dev/null
       for k in "${key_counts[@]}"; do
         for mode in "${modes[@]}"; do
-          for rep in $(seq 1 "$REPS"); do
+          for rep in $(seq 1 "$HALF_REPS"); do
             # shellcheck disable=SC2046
             run_ours "half_load/$HALF/$callers/$k/$mode" "$rep" --strategy token_bucket --scenario admit \
               --callers "$callers" --keys "$k" $(pool_args "$mode") --rate "$HALF"

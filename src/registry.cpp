@@ -58,7 +58,14 @@ void registry::apply(const detail::config_document& doc) {
       throw doc.error_at(st, "stores", "", "a store of this name is already configured");
     std::shared_ptr<engine> eng;
     try {
-      eng = make_store_engine(st.name, st.options);
+      if (st.options.engine == "redis" && st.options.io_context == nullptr &&
+          io_context_ != nullptr) {
+        store_options on_context = st.options;
+        on_context.io_context = io_context_;
+        eng = make_store_engine(st.name, on_context);
+      } else {
+        eng = make_store_engine(st.name, st.options);
+      }
     } catch (const std::invalid_argument& e) {
       throw doc.error_at(st, "stores", "url", e.what());
     }
@@ -117,6 +124,11 @@ void registry::configure_store(const std::string& name, std::shared_ptr<engine> 
     throw config_error("", 0, 0, "stores." + name, "a store of this name is already configured");
   stores_.emplace(name, std::move(store));
   configured_ = true;
+}
+
+void registry::set_io_context(asio::io_context* ctx) {
+  std::unique_lock lk(mutex_);
+  io_context_ = ctx;
 }
 
 void registry::configure_limiter(const std::string& name, limiter_options options) {

@@ -277,6 +277,47 @@ TEST(RedisContext, AContextDestroyedBeforeItsStoreLeavesAStoreThatSaysSo) {
   EXPECT_EQ(zcard(srv, "gone:{open}:cc"), 1); // the held lease, until lease_seconds
 } // the registry and its store go after the context
 
+// registry::set_io_context: the redis stores of a TOML file (which cannot
+// name a context) run on it; a store configured after it is unset has its
+// own thread again.
+TEST(RedisContext, ARegistrysIoContextCarriesTheRedisStoresOfAFile) {
+  redis_server srv;
+  std::thread([] {}).join(); // ThreadSanitizer's own thread, before the count
+  asio::io_context io;
+  registry reg;
+  reg.set_io_context(&io);
+  const int before = threads_now();
+  reg.load_config_string("[stores.r]\nengine = \"redis\"\nurl = \"" + srv.url() +
+                             "\"\nkey_prefix = \"toml\"\n\n[limiters.api]\nstore = \"r\"\n"
+                             "rate_per_second = 1\nburst = 3\n",
+                         "test.toml");
+  EXPECT_EQ(threads_now(), before);
+  const limiter api = reg.get_limiter("api");
+  ASSERT_TRUE(api.io_executor() == asio::any_io_executor(io.get_executor()));
+  int admitted = 0;
+  bool done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (int i = 0; i < 5; ++i)
+          if ((co_await api.try_acquire(fail_fast())).allowed)
+            ++admitted;
+        done = true;
+      },
+      asio::detached);
+  const auto t0 = steady::now();
+  while (!done && steady::now() - t0 < 5s)
+    io.run_for(10ms);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(admitted, 3);
+  EXPECT_EQ(api.get_metrics().store_errors, 0u);
+
+  reg.set_io_context(nullptr);
+  const int now = threads_now();
+  reg.configure_store("own", on_context(srv, "own", nullptr));
+  EXPECT_EQ(threads_now(), now + 1);
+} // the registry goes first (nobody runs the context), then the context
+
 TEST(RedisContext, AMemoryStoreRefusesAnIoContext) {
   asio::io_context io;
   registry reg;

@@ -46,6 +46,13 @@ public:
   // A store backed by an engine of your own (see engine.hpp): the hook for
   // custom backends and for tests that need a store that fails.
   void configure_store(const std::string& name, std::shared_ptr<engine> store);
+  // Redis stores configured after this call, from a file or from code,
+  // whose options name no io_context of their own (store_options::io_context)
+  // run on `ctx` instead of a thread each: the way for stores declared in
+  // TOML. nullptr goes back to threads; stores already configured keep
+  // theirs. The context's requirements are store_options::io_context's
+  // (docs/engines/redis.md, "The store's io_context").
+  void set_io_context(asio::io_context* ctx);
 
   // Throws limiter_not_found.
   limiter get_limiter(std::string_view name);
@@ -80,6 +87,7 @@ private:
   mutable std::shared_mutex mutex_;
   std::map<std::string, std::shared_ptr<engine>, std::less<>> stores_;
   std::shared_ptr<engine> default_store_;
+  asio::io_context* io_context_ = nullptr; // set_io_context
   limiter_map limiters_;
   // The default registry loads RATESYNC_CONFIG or ./ratesync.toml on first
   // lookup if nothing was configured before.
