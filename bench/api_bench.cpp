@@ -115,8 +115,8 @@ struct args {
   bool smoke = false;
   bool header = false;
   std::uint64_t rss_keys = 0;
-  bool io_thread = false;        // callers on limiter::io_executor() (redis only)
-  bool callers_context = false;  // the store on the callers' io_context (redis only)
+  bool io_thread = false;       // callers on limiter::io_executor() (redis only)
+  bool callers_context = false; // the store on the callers' io_context (redis only)
 };
 
 [[noreturn]] void usage(const std::string& why) {

@@ -93,9 +93,8 @@ TEST(RedisContext, TheStoreStartsNoThreadAndDecidesOnlyWhileTheContextRuns) {
 
   // A caller on another thread's context: nothing is decided while nobody
   // runs the store's.
-  std::future<acquire_result> first = std::async(std::launch::async, [&] {
-    return run(api.try_acquire(fail_fast()));
-  });
+  std::future<acquire_result> first =
+      std::async(std::launch::async, [&] { return run(api.try_acquire(fail_fast())); });
   EXPECT_EQ(first.wait_for(300ms), std::future_status::timeout);
   auto t0 = steady::now();
   while (first.wait_for(0s) != std::future_status::ready && steady::now() - t0 < 5s)

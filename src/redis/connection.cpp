@@ -177,9 +177,9 @@ asio::awaitable<void> connection::impl::open_socket() {
     // its first async_resolve (the caller's io_context, with
     // store_options::io_context). A host name is looked up asynchronously.
     std::error_code not_numeric;
-    tcp::resolver::results_type endpoints = resolver.resolve(
-        opts.where.host, port, tcp::resolver::numeric_host | tcp::resolver::numeric_service,
-        not_numeric);
+    tcp::resolver::results_type endpoints =
+        resolver.resolve(opts.where.host, port,
+                         tcp::resolver::numeric_host | tcp::resolver::numeric_service, not_numeric);
     if (not_numeric)
       endpoints = co_await resolver.async_resolve(opts.where.host, port, asio::use_awaitable);
     tcp::socket* sock = nullptr;

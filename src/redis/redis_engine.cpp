@@ -191,8 +191,7 @@ struct lease_record {
 // caller's, store_options::io_context), and on its own thread they may be
 // queued behind the handler that drops the last reference. Once it is gone
 // they do nothing.
-class redis_store final : public batch_end_work,
-                          public std::enable_shared_from_this<redis_store> {
+class redis_store final : public batch_end_work, public std::enable_shared_from_this<redis_store> {
 public:
   redis_store(std::string name, const store_options& o);
   redis_store(const redis_store&) = delete;
