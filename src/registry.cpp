@@ -58,14 +58,10 @@ void registry::apply(const detail::config_document& doc) {
       throw doc.error_at(st, "stores", "", "a store of this name is already configured");
     std::shared_ptr<engine> eng;
     try {
-      if (st.options.engine == "redis" && st.options.io_context == nullptr &&
-          io_context_ != nullptr) {
-        store_options on_context = st.options;
-        on_context.io_context = io_context_;
-        eng = make_store_engine(st.name, on_context);
-      } else {
-        eng = make_store_engine(st.name, st.options);
-      }
+      store_options options = st.options;
+      if (options.engine == "redis" && options.io_context == nullptr)
+        options.io_context = io_context_; // set_io_context's, if any
+      eng = make_store_engine(st.name, options);
     } catch (const std::invalid_argument& e) {
       throw doc.error_at(st, "stores", "url", e.what());
     }
