@@ -527,7 +527,8 @@ void connection::stop() {
 }
 
 void connection::submit(request* r, std::uint64_t id) {
-  live_.emplace(id, r);
+  if (id != 0)
+    live_.emplace(id, r);
   pipeline_.push(*r);
   if (stopping_) {
     pipeline_.on_disconnect(errc::shutting_down, true);

@@ -147,7 +147,10 @@ private:
   void batch_ended() noexcept override;
   // Any thread: completes what is queued with errc::shutting_down.
   void fail_incoming() noexcept;
-  void forget(std::uint64_t id) { live_.erase(id); }
+  void forget(std::uint64_t id) {
+    if (id != 0)
+      live_.erase(id);
+  }
   // On the connection's thread: while the replies of one read are matched,
   // completions are gathered (`gathering_`), then posted by flush_ready() as
   // one function per run of requests with the same executor, instead of one
@@ -159,6 +162,9 @@ private:
   std::unique_ptr<impl> impl_;
   asio::io_context& ctx_;
   pipeline pipeline_;
+  // The requests a caller could cancel (id != 0: its handler had a
+  // cancellation slot), by id. Only those: a node per request was one of the
+  // few heap allocations per decision, for callers that can never cancel.
   std::unordered_map<std::uint64_t, request*> live_;
   struct incoming_request {
     queued_request* r;
@@ -400,8 +406,10 @@ private:
 
 template <class Handler>
 void connection::initiate(Handler handler, std::string payload, bool background) {
-  const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   auto slot = asio::get_associated_cancellation_slot(handler);
+  // 0: nobody can cancel it, and it is not looked up by id.
+  const std::uint64_t id =
+      slot.is_connected() ? next_id_.fetch_add(1, std::memory_order_relaxed) : 0;
   if (slot.is_connected()) {
     // May be emitted from any thread: hop to the connection's thread, where
     // the request may already be gone (then nothing happens).
