@@ -1542,6 +1542,31 @@ asio::awaitable<bool> acquire_then_cancel(limiter l, std::chrono::milliseconds a
   co_return r.index() == 0;
 }
 
+// A caller cancelled while it sleeps towards its reserved slot gives back,
+// with undo.lua, the lease it took: only the held permit's lease is left,
+// long before lease_seconds would have removed the other. (The request id
+// that names the lease lives in the lease's record by then; the undo takes
+// it back from there.)
+TEST(RedisKeys, ACancelledWaitForAReservedSlotGivesItsLeaseBack) {
+  redis_server srv;
+  registry reg;
+  reg.configure_store("r", redis_store(srv, "undo"));
+  limiter_options o = bucket(10, 1);
+  o.max_concurrent = 3;
+  o.lease_seconds = 30;
+  reg.configure_limiter("tbcc", o);
+  limiter l = reg.get_limiter("tbcc");
+  const acquire_result held = try_now(l);
+  ASSERT_TRUE(held.allowed);
+  EXPECT_EQ(srv.query({"ZCARD", "undo:{tbcc}:cc"}).integer, 1);
+  EXPECT_FALSE(run(acquire_then_cancel(l, 20ms))) << "the ~100 ms wait was not cancelled";
+  EXPECT_EQ(srv.query({"ZCARD", "undo:{tbcc}:cc"}).integer, 1)
+      << "the cancelled waiter's lease was left behind";
+  const acquire_result again = try_now(l);
+  EXPECT_FALSE(again.allowed);
+  EXPECT_LE(again.retry_after, seconds_d(0.1)) << "the reserved slot was not given back";
+}
+
 // Every kind of request the engine can send, on one registry: acquires of
 // each limiter kind with caller keys, lease renewal and release, get_state,
 // reset, a cancelled wait (undo.lua), a NOSCRIPT reload and an idle health

@@ -242,7 +242,8 @@ public:
                     const std::shared_ptr<connection>& on = nullptr);
   void add_lease(std::uint64_t token, lease_record r);
 
-  void drop_lease(std::uint64_t token);
+  // Forgets the lease (no removal from Redis) and returns its record.
+  lease_record drop_lease(std::uint64_t token);
   // Stops renewing the lease and removes it from Redis (fire and forget).
   void release_lease(std::uint64_t token);
   // A connection for a request; store_error once the store's io_context is
@@ -578,11 +579,16 @@ redis_store::send_releases(const std::shared_ptr<connection>& on, std::string_vi
   }
   if (all.empty())
     return folded;
+  // One ZREM per key, of at most this many members.
+  constexpr std::size_t most = 512;
+  // All for the caller's key (one key, the common case): they ride as they are.
+  if (!fold_key.empty() && all.size() <= most &&
+      std::all_of(all.begin(), all.end(),
+                  [&](const pending_removal& p) { return p.key == fold_key; }))
+    return all;
   std::stable_sort(all.begin(), all.end(), [](const pending_removal& a, const pending_removal& b) {
     return a.key < b.key;
   });
-  // One ZREM per key, of at most this many members.
-  constexpr std::size_t most = 512;
   for (std::size_t i = 0; i < all.size();) {
     std::size_t j = i + 1;
     while (j < all.size() && j - i < most && all[j].key == all[i].key)
@@ -646,9 +652,15 @@ void redis_store::add_lease(std::uint64_t token, lease_record r) {
   leases_.emplace(token, std::move(r));
 }
 
-void redis_store::drop_lease(std::uint64_t token) {
+lease_record redis_store::drop_lease(std::uint64_t token) {
+  lease_record r;
   std::lock_guard lk(leases_mu_);
-  leases_.erase(token);
+  auto it = leases_.find(token);
+  if (it != leases_.end()) {
+    r = std::move(it->second);
+    leases_.erase(it);
+  }
+  return r;
 }
 
 void redis_store::release_lease(std::uint64_t token) {
@@ -786,7 +798,8 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
   }
   // The request id names the lease and the sliding window's log entries; a
   // token bucket without max_concurrent never reads it.
-  const std::string id = (slots || !spec_.emission_interval) ? store_->new_id() : std::string("-");
+  // (Moved into the lease's record once admitted; the undo takes it back.)
+  std::string id = (slots || !spec_.emission_interval) ? store_->new_id() : std::string("-");
   const script& s = *script_;
   const decision_script kind = kind_;
   const std::string& margin = margin_;
@@ -877,8 +890,8 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
     std::uint64_t token = 0;
     if (slots) {
       token = store_->next_token();
-      store_->add_lease(token, lease_record{std::string(lease_key), id, to_us(spec_.lease),
-                                            steady::now() + spec_.lease / 3});
+      store_->add_lease(token, lease_record{std::string(lease_key), std::move(id),
+                                            to_us(spec_.lease), steady::now() + spec_.lease / 3});
     }
     // Until the permit holds it, the lease is this coroutine's. Destroyed
     // while it sleeps towards its slot (its caller's io_context went), it
@@ -909,8 +922,8 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
         // wait for that (one round trip) so that the caller's next decision
         // cannot overtake the undo on another connection. The cancellation
         // that brought us here must not abort the undo itself.
-        if (token)
-          store_->drop_lease(token); // the undo below removes it from Redis
+        if (token) // the undo below removes it from Redis
+          id = std::move(store_->drop_lease(token).id);
         lease_guard.token = 0;
         const std::string kind = spec_.emission_interval ? "tb" : "sw";
         // tb: the TAT it set; sw: its entry's time (and the id names it).
