@@ -20,11 +20,15 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
+#include <cerrno>
+#include <cstring>
 #include <fmt/format.h>
+#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <variant>
 #include <vector>
 
@@ -147,6 +151,9 @@ struct connection::impl {
   }
 
   asio::awaitable<void> open_socket();
+  asio::awaitable<std::vector<tcp::endpoint>> look_up();
+  // The end of the connect attempt under way (socket_connect_timeout).
+  steady::time_point connect_deadline = steady::time_point::max();
   asio::awaitable<std::error_code> connect_once();
   asio::awaitable<void> handshake();
   asio::awaitable<void> run();
@@ -160,6 +167,88 @@ struct connection::impl {
   }
 };
 
+namespace {
+
+// What getaddrinfo's failures mean, in Asio's words (as its resolver says them).
+std::error_code lookup_error(int eai, int err) {
+  switch (eai) {
+  case EAI_AGAIN:
+    return asio::error::host_not_found_try_again;
+  case EAI_FAIL:
+    return asio::error::no_recovery;
+  case EAI_MEMORY:
+    return asio::error::no_memory;
+  case EAI_SYSTEM:
+    return {err, std::system_category()};
+  case EAI_NONAME:
+  case EAI_NODATA:
+  case EAI_ADDRFAMILY:
+  default:
+    return asio::error::host_not_found;
+  }
+}
+
+} // namespace
+
+// Asio's resolver runs getaddrinfo on a thread in the io_context, which
+// nothing can interrupt: a stop or a connect timeout took effect only when
+// the lookup returned, and destroying the io_context (or its run()
+// returning) waited for it, up to the system resolver's own timeouts (10 s
+// and more for an unreachable name server). The lookup now runs on a
+// detached thread that owns what it writes; the connection polls for the
+// answer (from 0.1 ms, doubling to 10 ms: a lookup is rare and usually
+// quick) and gives up on it at stop() or at the connect deadline, leaving
+// the thread to finish alone. No thread is started in the io_context.
+asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up() {
+  struct lookup {
+    std::atomic<bool> done{false};
+    int eai = 0;
+    int err = 0; // errno, for EAI_SYSTEM
+    std::vector<tcp::endpoint> found;
+  };
+  auto l = std::make_shared<lookup>();
+  std::thread([l, host = opts.where.host, port = opts.where.port] {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    l->eai = ::getaddrinfo(host.c_str(), nullptr, &hints, &res);
+    l->err = errno;
+    if (l->eai == 0) {
+      try {
+        for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
+          if (a->ai_family == AF_INET || a->ai_family == AF_INET6) {
+            tcp::endpoint e;
+            std::memcpy(e.data(), a->ai_addr, a->ai_addrlen);
+            e.resize(a->ai_addrlen);
+            e.port(port);
+            l->found.push_back(e);
+          }
+        }
+      } catch (...) { // out of memory: what was found so far
+      }
+      ::freeaddrinfo(res);
+    }
+    l->done.store(true, std::memory_order_release);
+  }).detach();
+  asio::steady_timer poll(conn.ctx_);
+  std::chrono::nanoseconds step = 100us;
+  while (!l->done.load(std::memory_order_acquire)) {
+    if (conn.stopping_)
+      throw std::system_error(errc::shutting_down);
+    if (steady::now() >= connect_deadline)
+      throw std::system_error(errc::timeout); // connect_once reports the connect timeout
+    poll.expires_after(step);
+    co_await poll.async_wait(ex::as_tuple(asio::use_awaitable));
+    step = std::min<std::chrono::nanoseconds>(step * 2, 10ms);
+  }
+  if (l->eai != 0)
+    throw std::system_error(lookup_error(l->eai, l->err)); // connect_once words it
+  if (l->found.empty())
+    throw std::system_error(asio::error::host_not_found);
+  co_return std::move(l->found);
+}
+
 asio::awaitable<void> connection::impl::open_socket() {
   auto ex = co_await asio::this_coro::executor;
   switch (opts.where.kind) {
@@ -170,18 +259,15 @@ asio::awaitable<void> connection::impl::open_socket() {
   }
   case transport_kind::tcp:
   case transport_kind::tls: {
-    tcp::resolver resolver(ex);
-    const std::string port = std::to_string(opts.where.port);
-    // An IP address (redis://127.0.0.1) needs no lookup: resolved at once,
-    // without the thread that Asio's resolver starts in the io_context for
-    // its first async_resolve (the caller's io_context, with
-    // store_options::io_context). A host name is looked up asynchronously.
+    // An IP address (redis://127.0.0.1) needs no lookup; a host name is
+    // looked up on a thread of its own (look_up()).
+    std::vector<tcp::endpoint> endpoints;
     std::error_code not_numeric;
-    tcp::resolver::results_type endpoints =
-        resolver.resolve(opts.where.host, port,
-                         tcp::resolver::numeric_host | tcp::resolver::numeric_service, not_numeric);
-    if (not_numeric)
-      endpoints = co_await resolver.async_resolve(opts.where.host, port, asio::use_awaitable);
+    const asio::ip::address ip = asio::ip::make_address(opts.where.host, not_numeric);
+    if (!not_numeric)
+      endpoints.emplace_back(ip, opts.where.port);
+    else
+      endpoints = co_await look_up();
     tcp::socket* sock = nullptr;
     if (opts.where.kind == transport_kind::tcp) {
       sock = &stream.emplace<tcp::socket>(ex);
@@ -268,6 +354,7 @@ asio::awaitable<std::error_code> connection::impl::connect_once() {
   };
   auto watch = std::make_shared<watch_state>();
   asio::steady_timer watchdog(conn.ctx_, opts.connect_timeout);
+  connect_deadline = watchdog.expiry();
   watchdog.async_wait([this, watch](std::error_code ec) {
     if (!ec && !watch->done) {
       watch->fired = true;
@@ -286,7 +373,7 @@ asio::awaitable<std::error_code> connection::impl::connect_once() {
   }
   watch->done = true;
   watchdog.cancel();
-  if (watch->fired) {
+  if (watch->fired || result == errc::timeout) { // the socket's steps, or the lookup
     set_error(fmt::format(
         "could not connect to {} within {} ms", opts.where.to_string(),
         std::chrono::duration_cast<std::chrono::milliseconds>(opts.connect_timeout).count()));

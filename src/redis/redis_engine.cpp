@@ -25,6 +25,7 @@
 #include <random>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "redis/lua_scripts.hpp"
@@ -890,7 +891,8 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
     std::uint64_t token = 0;
     if (slots) {
       token = store_->next_token();
-      store_->add_lease(token, lease_record{std::string(lease_key), std::move(id),
+      // The id is the record's now (an admission never loops back here).
+      store_->add_lease(token, lease_record{std::string(lease_key), std::exchange(id, {}),
                                             to_us(spec_.lease), steady::now() + spec_.lease / 3});
     }
     // Until the permit holds it, the lease is this coroutine's. Destroyed
