@@ -150,10 +150,9 @@ struct connection::impl {
         stream);
   }
 
-  asio::awaitable<void> open_socket();
-  asio::awaitable<std::vector<tcp::endpoint>> look_up();
-  // The end of the connect attempt under way (socket_connect_timeout).
-  steady::time_point connect_deadline = steady::time_point::max();
+  // `deadline`: the end of the connect attempt (socket_connect_timeout).
+  asio::awaitable<void> open_socket(steady::time_point deadline);
+  asio::awaitable<std::vector<tcp::endpoint>> look_up(steady::time_point deadline);
   asio::awaitable<std::error_code> connect_once();
   asio::awaitable<void> handshake();
   asio::awaitable<void> run();
@@ -199,7 +198,7 @@ std::error_code lookup_error(int eai, int err) {
 // answer (from 0.1 ms, doubling to 10 ms: a lookup is rare and usually
 // quick) and gives up on it at stop() or at the connect deadline, leaving
 // the thread to finish alone. No thread is started in the io_context.
-asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up() {
+asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up(steady::time_point deadline) {
   struct lookup {
     std::atomic<bool> done{false};
     int eai = 0;
@@ -236,7 +235,7 @@ asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up() {
   while (!l->done.load(std::memory_order_acquire)) {
     if (conn.stopping_)
       throw std::system_error(errc::shutting_down);
-    if (steady::now() >= connect_deadline)
+    if (steady::now() >= deadline)
       throw std::system_error(errc::timeout); // connect_once reports the connect timeout
     poll.expires_after(step);
     co_await poll.async_wait(ex::as_tuple(asio::use_awaitable));
@@ -249,7 +248,7 @@ asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up() {
   co_return std::move(l->found);
 }
 
-asio::awaitable<void> connection::impl::open_socket() {
+asio::awaitable<void> connection::impl::open_socket(steady::time_point deadline) {
   auto ex = co_await asio::this_coro::executor;
   switch (opts.where.kind) {
   case transport_kind::unix_socket: {
@@ -267,7 +266,7 @@ asio::awaitable<void> connection::impl::open_socket() {
     if (!not_numeric)
       endpoints.emplace_back(ip, opts.where.port);
     else
-      endpoints = co_await look_up();
+      endpoints = co_await look_up(deadline);
     tcp::socket* sock = nullptr;
     if (opts.where.kind == transport_kind::tcp) {
       sock = &stream.emplace<tcp::socket>(ex);
@@ -354,7 +353,6 @@ asio::awaitable<std::error_code> connection::impl::connect_once() {
   };
   auto watch = std::make_shared<watch_state>();
   asio::steady_timer watchdog(conn.ctx_, opts.connect_timeout);
-  connect_deadline = watchdog.expiry();
   watchdog.async_wait([this, watch](std::error_code ec) {
     if (!ec && !watch->done) {
       watch->fired = true;
@@ -363,7 +361,7 @@ asio::awaitable<std::error_code> connection::impl::connect_once() {
   });
   std::error_code result;
   try {
-    co_await open_socket();
+    co_await open_socket(watchdog.expiry());
     co_await handshake();
   } catch (const std::system_error& e) {
     result = e.code();

@@ -243,8 +243,9 @@ public:
                     const std::shared_ptr<connection>& on = nullptr);
   void add_lease(std::uint64_t token, lease_record r);
 
-  // Forgets the lease (no removal from Redis) and returns its record.
-  lease_record drop_lease(std::uint64_t token);
+  // Forgets the lease (no removal from Redis) and returns its record, if it
+  // was there.
+  std::optional<lease_record> drop_lease(std::uint64_t token);
   // Stops renewing the lease and removes it from Redis (fire and forget).
   void release_lease(std::uint64_t token);
   // A connection for a request; store_error once the store's io_context is
@@ -653,28 +654,20 @@ void redis_store::add_lease(std::uint64_t token, lease_record r) {
   leases_.emplace(token, std::move(r));
 }
 
-lease_record redis_store::drop_lease(std::uint64_t token) {
-  lease_record r;
+std::optional<lease_record> redis_store::drop_lease(std::uint64_t token) {
   std::lock_guard lk(leases_mu_);
   auto it = leases_.find(token);
-  if (it != leases_.end()) {
-    r = std::move(it->second);
-    leases_.erase(it);
-  }
+  if (it == leases_.end())
+    return std::nullopt;
+  std::optional<lease_record> r(std::move(it->second));
+  leases_.erase(it);
   return r;
 }
 
 void redis_store::release_lease(std::uint64_t token) {
-  lease_record r;
-  {
-    std::lock_guard lk(leases_mu_);
-    auto it = leases_.find(token);
-    if (it == leases_.end())
-      return;
-    r = std::move(it->second);
-    leases_.erase(it);
-  }
-  remove_lease(std::move(r.key), std::move(r.id), r.ttl_us);
+  std::optional<lease_record> r = drop_lease(token);
+  if (r)
+    remove_lease(std::move(r->key), std::move(r->id), r->ttl_us);
 }
 
 // Every live lease is renewed once a third of its time to live has passed,
@@ -924,8 +917,10 @@ asio::awaitable<acquire_outcome> redis_backend::acquire(acquire_request req) {
         // wait for that (one round trip) so that the caller's next decision
         // cannot overtake the undo on another connection. The cancellation
         // that brought us here must not abort the undo itself.
-        if (token) // the undo below removes it from Redis
-          id = std::move(store_->drop_lease(token).id);
+        if (token) { // the undo below removes it from Redis
+          if (std::optional<lease_record> r = store_->drop_lease(token))
+            id = std::move(r->id);
+        }
         lease_guard.token = 0;
         const std::string kind = spec_.emission_interval ? "tb" : "sw";
         // tb: the TAT it set; sw: its entry's time (and the id names it).
