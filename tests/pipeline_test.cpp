@@ -84,7 +84,7 @@ TEST(TransportErrors, CategoryAndMessages) {
     EXPECT_FALSE(ec.message().empty());
     messages.insert(ec.message());
   }
-  EXPECT_EQ(messages.size(), 8u); // one distinct message per errc
+  EXPECT_EQ(messages.size(), 9u); // one distinct message per errc
   EXPECT_FALSE(transport_category().message(999).empty());
   const std::error_code timeout = errc::timeout;
   EXPECT_TRUE(timeout == std::errc::timed_out);

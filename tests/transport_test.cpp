@@ -465,6 +465,28 @@ TEST(Transport, GarbageFromTheServerFailsPendingRequestsWithAProtocolError) {
   c->stop();
 }
 
+// A server that accepts and never answers the connection's setup (CLIENT
+// SETNAME): the connect timeout fails the request with its own error, not
+// with the request timeout's "no reply in time" (which it used to borrow).
+TEST(Transport, ASetupThatNeverCompletesFailsWithTheConnectTimeout) {
+  io_thread io;
+  fake_server fake(io, [](asio::ip::tcp::socket sock) -> asio::awaitable<void> {
+    std::array<char, 512> buf;
+    for (;;)
+      co_await sock.async_read_some(asio::buffer(buf), asio::use_awaitable);
+  });
+  auto o = options_for(fake.url());
+  o.connect_timeout = std::chrono::milliseconds(300);
+  auto c = open(io, o);
+  const auto t0 = steady::now();
+  EXPECT_EQ(run(exec(c, "PING")), error_text(errc::connect_timeout));
+  EXPECT_NEAR(ms_since(t0), 300.0, 200.0);
+  EXPECT_NE(c->last_error().find("within socket_connect_timeout (300 ms)"), std::string::npos)
+      << c->last_error();
+  EXPECT_TRUE(std::error_code(errc::connect_timeout) == std::errc::timed_out);
+  c->stop();
+}
+
 TEST(Transport, PoolOpensMinEagerlyAndGrowsUnderLoad) {
   redis_server srv;
   io_thread io;

@@ -236,7 +236,7 @@ asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up(steady::ti
     if (conn.stopping_)
       throw std::system_error(errc::shutting_down);
     if (steady::now() >= deadline)
-      throw std::system_error(errc::timeout); // connect_once reports the connect timeout
+      throw std::system_error(errc::connect_timeout); // connect_once words it
     poll.expires_after(step);
     co_await poll.async_wait(ex::as_tuple(asio::use_awaitable));
     step = std::min<std::chrono::nanoseconds>(step * 2, 10ms);
@@ -371,11 +371,18 @@ asio::awaitable<std::error_code> connection::impl::connect_once() {
   }
   watch->done = true;
   watchdog.cancel();
-  if (watch->fired || result == errc::timeout) { // the socket's steps, or the lookup
-    set_error(fmt::format(
-        "could not connect to {} within {} ms", opts.where.to_string(),
-        std::chrono::duration_cast<std::chrono::milliseconds>(opts.connect_timeout).count()));
-    co_return errc::timeout;
+  const auto limit_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(opts.connect_timeout).count();
+  if (result == errc::connect_timeout) { // the lookup
+    set_error(fmt::format("looking up \"{}\" took longer than socket_connect_timeout ({} ms)",
+                          opts.where.host, limit_ms));
+    co_return errc::connect_timeout;
+  }
+  if (watch->fired) { // the socket's steps: connect, TLS, AUTH
+    set_error(fmt::format("{} did not complete the connection's setup within "
+                          "socket_connect_timeout ({} ms)",
+                          opts.where.to_string(), limit_ms));
+    co_return errc::connect_timeout;
   }
   if (!result)
     co_return result;

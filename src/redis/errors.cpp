@@ -17,6 +17,8 @@ public:
       return "the connection to the Redis server was lost";
     case errc::not_connected:
       return "could not connect to the Redis server";
+    case errc::connect_timeout:
+      return "could not connect to the Redis server in time";
     case errc::protocol_error:
       return "the Redis server sent an invalid RESP reply";
     case errc::auth_failed:
@@ -31,10 +33,11 @@ public:
     return "unknown ratesync.redis error";
   }
 
-  // A timeout is also a std::errc::timed_out, so that generic code can test
-  // for it without knowing this category.
+  // Both timeouts are also std::errc::timed_out, so that generic code can
+  // test for them without knowing this category.
   bool equivalent(int value, const std::error_condition& cond) const noexcept override {
-    if (static_cast<errc>(value) == errc::timeout)
+    const auto e = static_cast<errc>(value);
+    if (e == errc::timeout || e == errc::connect_timeout)
       return cond == std::errc::timed_out;
     return default_error_condition(value) == cond;
   }

@@ -8,9 +8,10 @@
 namespace ratesync::redis {
 
 enum class errc {
-  timeout = 1,       // no reply within socket_timeout (request) or connect timeout
+  timeout = 1,       // no reply within the request's timeout
   connection_lost,   // the connection dropped after the request was written
   not_connected,     // no connection could be made (refused, DNS, TLS handshake, ...)
+  connect_timeout,   // the connection's setup (lookup, connect, TLS, AUTH) took too long
   protocol_error,    // the server sent bytes that are not RESP: connection dropped
   auth_failed,       // AUTH refused (wrong password / user)
   tls_verify_failed, // the server's certificate did not verify
