@@ -6,8 +6,10 @@
 //
 // The system resolver is made slow for one name, "slow-dns.invalid", by a
 // getaddrinfo of this executable's own, which sleeps 3 s and then fails as an
-// unreachable name server does (EAI_AGAIN); every other name goes to the real
-// one: "localhost" is looked up for real and reaches a private redis-server.
+// unreachable name server does (EAI_AGAIN), and late for another,
+// "late-dns.invalid", which it answers as 127.0.0.1 after 0.7 s; every other
+// name goes to the real one: "localhost" is looked up for real and reaches a
+// private redis-server.
 // (An executable's own definition of a libc function is the one the library
 // calls; the sanitizer runtimes, where the stages use them, come after it.)
 #include <asio/co_spawn.hpp>
@@ -31,6 +33,10 @@ namespace {
 constexpr std::string_view slow_name = "slow-dns.invalid";
 constexpr auto slow_for = std::chrono::seconds(3);
 std::atomic<int> slow_lookups{0}; // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+// Answered, as 127.0.0.1, after late_for: longer than the tests' connect timeout.
+constexpr std::string_view late_name = "late-dns.invalid";
+constexpr auto late_for = std::chrono::milliseconds(700);
+std::atomic<int> late_lookups{0}; // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
 
 } // namespace
 
@@ -42,6 +48,11 @@ extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo
     slow_lookups.fetch_add(1);
     std::this_thread::sleep_for(slow_for);
     return EAI_AGAIN;
+  }
+  if (node != nullptr && std::string_view(node) == late_name) {
+    late_lookups.fetch_add(1);
+    std::this_thread::sleep_for(late_for);
+    return real("127.0.0.1", service, hints, res);
   }
   return real(node, service, hints, res);
 }
@@ -120,6 +131,35 @@ TEST(Dns, TheConnectTimeoutCoversASlowLookup) {
   }
   // socket_connect_timeout is 0.3 s; the lookup would take 3 s.
   EXPECT_LT(seconds_since(t0), 1.5);
+}
+
+// A name server slower than socket_connect_timeout (0.7 s against 0.3 s):
+// the attempt that gives up on the lookup leaves it to the next one, which
+// takes its answer up and connects. Each attempt used to start a lookup of
+// its own and give up on it in turn: the store never connected, and a
+// thread was started per attempt.
+TEST(Dns, ALookupSlowerThanTheConnectTimeoutStillConnects) {
+  redis_server srv;
+  const int before = late_lookups.load();
+  registry reg;
+  reg.configure_store(
+      "r", store_at("redis://" + std::string(late_name) + ":" + std::to_string(srv.port())));
+  reg.configure_limiter("cc", slots(1));
+  limiter l = reg.get_limiter("cc");
+  const auto t0 = steady::now();
+  acquire_result held;
+  std::string last;
+  while (!held.allowed && seconds_since(t0) < 5) {
+    try {
+      held = try_now(l);
+    } catch (const store_error& e) { // the first attempt's connect timeout
+      last = e.what();
+    }
+  }
+  ASSERT_TRUE(held.allowed) << "never connected; last error: " << last;
+  EXPECT_EQ(srv.query({"ZCARD", "dns:{cc}:cc"}).integer, 1) << "the lease is not in this server";
+  EXPECT_LT(seconds_since(t0), 2.0);
+  EXPECT_EQ(late_lookups.load() - before, 1) << "one lookup, taken up by the next attempt";
 }
 
 TEST(Dns, AStoreOnItsOwnThreadIsDroppedWithoutWaitingForALookup) {

@@ -74,6 +74,15 @@ std::shared_ptr<asio::ssl::context> make_tls_context(const tls_options& tls) {
   return ctx;
 }
 
+// A host name's lookup, run by a thread that owns it with the connection
+// (look_up()). `found` and the codes are written before `done` is set.
+struct host_lookup {
+  std::atomic<bool> done{false};
+  int eai = 0;
+  int err = 0; // errno, for EAI_SYSTEM
+  std::vector<asio::ip::tcp::endpoint> found;
+};
+
 // Everything that touches the socket; lives and dies with the connection.
 struct connection::impl {
   explicit impl(connection& c, connection_options o, std::shared_ptr<asio::ssl::context> t)
@@ -107,6 +116,12 @@ struct connection::impl {
   steady::time_point last_reply = steady::now();
   std::error_code drop_reason;
   std::mt19937_64 rng;
+  // The lookup under way, or finished and not used yet. A connect attempt
+  // that stops waiting for it (socket_connect_timeout) leaves it to the
+  // next, which takes it up instead of starting another: a name server
+  // slower than the connect timeout still gets the connection made, and a
+  // connection never has more than one lookup thread.
+  std::shared_ptr<host_lookup> lookup;
 
   void set_error(std::string text) {
     std::lock_guard lk(conn.error_mutex_);
@@ -153,6 +168,7 @@ struct connection::impl {
   // `deadline`: the end of the connect attempt (socket_connect_timeout).
   asio::awaitable<void> open_socket(steady::time_point deadline);
   asio::awaitable<std::vector<tcp::endpoint>> look_up(steady::time_point deadline);
+  void start_lookup();
   asio::awaitable<std::error_code> connect_once();
   asio::awaitable<void> handshake();
   asio::awaitable<void> run();
@@ -197,15 +213,33 @@ std::error_code lookup_error(int eai, int err) {
 // detached thread that owns what it writes; the connection polls for the
 // answer (from 0.1 ms, doubling to 10 ms: a lookup is rare and usually
 // quick) and gives up on it at stop() or at the connect deadline, leaving
-// the thread to finish alone. No thread is started in the io_context.
+// the thread to finish alone and its answer to the next attempt (`lookup`).
+// No thread is started in the io_context.
 asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up(steady::time_point deadline) {
-  struct lookup {
-    std::atomic<bool> done{false};
-    int eai = 0;
-    int err = 0; // errno, for EAI_SYSTEM
-    std::vector<tcp::endpoint> found;
-  };
-  auto l = std::make_shared<lookup>();
+  if (!lookup)
+    start_lookup();
+  const std::shared_ptr<host_lookup> l = lookup;
+  asio::steady_timer poll(conn.ctx_);
+  std::chrono::nanoseconds step = 100us;
+  while (!l->done.load(std::memory_order_acquire)) {
+    if (conn.stopping_)
+      throw std::system_error(errc::shutting_down);
+    if (steady::now() >= deadline)
+      throw std::system_error(errc::connect_timeout); // connect_once words it
+    poll.expires_after(step);
+    co_await poll.async_wait(ex::as_tuple(asio::use_awaitable));
+    step = std::min<std::chrono::nanoseconds>(step * 2, 10ms);
+  }
+  lookup.reset(); // used: the next attempt looks up again
+  if (l->eai != 0)
+    throw std::system_error(lookup_error(l->eai, l->err)); // connect_once words it
+  if (l->found.empty())
+    throw std::system_error(asio::error::host_not_found);
+  co_return std::move(l->found);
+}
+
+void connection::impl::start_lookup() {
+  auto l = std::make_shared<host_lookup>();
   std::thread([l, host = opts.where.host, port = opts.where.port] {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -230,22 +264,7 @@ asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up(steady::ti
     }
     l->done.store(true, std::memory_order_release);
   }).detach();
-  asio::steady_timer poll(conn.ctx_);
-  std::chrono::nanoseconds step = 100us;
-  while (!l->done.load(std::memory_order_acquire)) {
-    if (conn.stopping_)
-      throw std::system_error(errc::shutting_down);
-    if (steady::now() >= deadline)
-      throw std::system_error(errc::connect_timeout); // connect_once words it
-    poll.expires_after(step);
-    co_await poll.async_wait(ex::as_tuple(asio::use_awaitable));
-    step = std::min<std::chrono::nanoseconds>(step * 2, 10ms);
-  }
-  if (l->eai != 0)
-    throw std::system_error(lookup_error(l->eai, l->err)); // connect_once words it
-  if (l->found.empty())
-    throw std::system_error(asio::error::host_not_found);
-  co_return std::move(l->found);
+  lookup = std::move(l);
 }
 
 asio::awaitable<void> connection::impl::open_socket(steady::time_point deadline) {
