@@ -216,6 +216,9 @@ std::error_code lookup_error(int eai, int err) {
 // the thread to finish alone and its answer to the next attempt (`lookup`).
 // No thread is started in the io_context.
 asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up(steady::time_point deadline) {
+  // A failure left by an earlier attempt may be a backoff old: asked again.
+  if (lookup && lookup->done.load(std::memory_order_acquire) && lookup->eai != 0)
+    lookup.reset();
   if (!lookup)
     start_lookup();
   const std::shared_ptr<host_lookup> l = lookup;
@@ -230,6 +233,11 @@ asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up(steady::ti
     co_await poll.async_wait(ex::as_tuple(asio::use_awaitable));
     step = std::min<std::chrono::nanoseconds>(step * 2, 10ms);
   }
+  // An answer that came after the deadline (between two polls) is left to
+  // the next attempt: this one's watchdog has fired or is about to, and
+  // would not be there for the connect.
+  if (steady::now() >= deadline)
+    throw std::system_error(errc::connect_timeout);
   lookup.reset(); // used: the next attempt looks up again
   if (l->eai != 0)
     throw std::system_error(lookup_error(l->eai, l->err)); // connect_once words it
