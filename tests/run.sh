@@ -58,6 +58,11 @@ fi
 # package tests (they build consumers without sanitizers).
 # verify_asan_link_order=0: accuracy_test runs one driver under faketime, whose
 # LD_PRELOAD comes before the ASan runtime.
+# -O1 -g1 (line tables): what the sanitizers' reports need (file:line in
+# every frame), at about half the compile time of -O2 -g (a sanitized
+# redis_behaviour_test.cpp: 126 s -> 68 s); the ASan build was the longest
+# step of the command.
+san_flags="-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
 san_env=(
   ASAN_OPTIONS=detect_leaks=1:alloc_dealloc_mismatch=0:abort_on_error=1:detect_stack_use_after_return=0:verify_asan_link_order=0
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -66,7 +71,7 @@ san_env=(
 
 if want asan; then
   echo "==> [asan] The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (g++)"
-  configure_and_build "$build_dir-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  configure_and_build "$build_dir-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$san_flags" \
     -DRATESYNC_SANITIZE=address,undefined -DRATESYNC_INSTALL=OFF
   (cd "$build_dir-asan" && env "${san_env[@]}" \
     ctest --output-on-failure -j2 --timeout 900 -LE package)
@@ -75,7 +80,7 @@ fi
 
 if want tsan; then
   echo "==> [tsan] The concurrency tests under ThreadSanitizer (g++)"
-  configure_and_build "$build_dir-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  configure_and_build "$build_dir-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$san_flags" \
     -DRATESYNC_SANITIZE=thread -DRATESYNC_INSTALL=OFF
   (cd "$build_dir-tsan" && env "${san_env[@]}" \
     ctest --output-on-failure -j2 --timeout 900 -LE 'package|accuracy')

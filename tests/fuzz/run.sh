@@ -52,9 +52,10 @@ CC="$cc" CXX="$cxx" cmake -S "$repo_root" -B "$build_dir" \
   -DRATESYNC_BUILD_TESTS=OFF -DRATESYNC_BUILD_EXAMPLES=OFF -DRATESYNC_INSTALL=OFF >/dev/null
 cmake --build "$build_dir" --parallel "$jobs" --target "${targets[@]}"
 
-echo "==> [fuzz 3/3] Running each target for $seconds s"
+echo "==> [fuzz 3/3] Running the targets side by side, $seconds s each"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 logs="$build_dir/fuzz-logs"
 artifacts="$build_dir/fuzz-artifacts"
 mkdir -p "$logs" "$artifacts"
@@ -64,24 +65,32 @@ mkdir -p "$logs" "$artifacts"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:allocator_may_return_null=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 
-failed=()
-summary=()
+# The targets run side by side (each one process; CI has two cores): the
+# stage takes `seconds` once instead of once per target.
 for t in "${targets[@]}"; do
   name="${t%_fuzz}"
   corpus="$work/$name"
   mkdir -p "$corpus"
   cp "$fuzz_dir/corpus/$name/"* "$corpus/"
   seeds=$(find "$corpus" -type f | wc -l)
-  log="$logs/$t.log"
-  echo "--- $t: $seeds seed inputs, log in $log"
-  rc=0
+  echo "--- $t: $seeds seed inputs, log in $logs/$t.log"
   # -timeout: one input running longer is a hang. -rss_limit_mb also bounds
   # any single allocation (malloc_limit_mb defaults to it).
   "$build_dir/tests/fuzz/$t" "$corpus" \
     -dict="$fuzz_dir/$name.dict" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
     -detect_leaks=1 -print_final_stats=1 -close_fd_mask=1 \
-    -artifact_prefix="$artifacts/$t-" >"$log" 2>&1 || rc=$?
+    -artifact_prefix="$artifacts/$t-" >"$logs/$t.log" 2>&1 &
+  pids+=($!)
+done
+
+failed=()
+summary=()
+for i in "${!targets[@]}"; do
+  t="${targets[$i]}"
+  log="$logs/$t.log"
+  rc=0
+  wait "${pids[$i]}" || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   # The last status line, e.g. "#490609 DONE cov: 2667 ft: 6438 corp: 496/108Kb ...".
