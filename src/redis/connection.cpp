@@ -1,6 +1,6 @@
 // The connection's socket side: connect (TCP, TLS, unix) under a deadline,
-// AUTH / SELECT / CLIENT SETNAME, then one writer, one reader, a deadline
-// sweeper and a health check, until something fails; then reconnect with
+// AUTH / SELECT / CLIENT SETNAME, then one reader, a writer started by the
+// requests, a deadline sweeper and a health check, until something fails; then reconnect with
 // exponential backoff and jitter. All of it runs on the store's thread.
 #include "redis/connection.hpp"
 
@@ -86,9 +86,8 @@ struct host_lookup {
 // Everything that touches the socket; lives and dies with the connection.
 struct connection::impl {
   explicit impl(connection& c, connection_options o, std::shared_ptr<asio::ssl::context> t)
-      : conn(c), opts(std::move(o)), tls(std::move(t)), wake(c.ctx_), deadline(c.ctx_),
-        backoff_timer(c.ctx_), rng(std::random_device{}()) {
-    wake.expires_at(steady::time_point::max());
+      : conn(c), opts(std::move(o)), tls(std::move(t)), deadline(c.ctx_), backoff_timer(c.ctx_),
+        rng(std::random_device{}()) {
     deadline.expires_at(steady::time_point::max());
   }
 
@@ -97,8 +96,15 @@ struct connection::impl {
   std::shared_ptr<asio::ssl::context> tls;
   std::variant<std::monostate, tcp::socket, tls_stream, unix_stream::socket> stream;
   std::optional<reply_reader> reader{std::in_place};
-  asio::steady_timer wake;     // the writer sleeps on it; cancelled when work arrives
   asio::steady_timer deadline; // fires at the pipeline's earliest deadline
+  // The writer (start_write()): one async_write at a time, of all that waits
+  // when it starts. `writable` while a connection is up; `generation` counts
+  // connections, so that a write of an earlier one completing late touches
+  // nothing; `out` is the bytes being written (its capacity reused).
+  bool writable = false;
+  bool writing = false;
+  std::uint64_t generation = 0;
+  std::string out;
   // The pause between connect attempts; a member so that stop() can cut it
   // short (it used to be a local of run(), and stop() waited it out).
   asio::steady_timer backoff_timer;
@@ -172,7 +178,7 @@ struct connection::impl {
   asio::awaitable<std::error_code> connect_once();
   asio::awaitable<void> handshake();
   asio::awaitable<void> run();
-  asio::awaitable<void> writer();
+  void start_write() noexcept;
   asio::awaitable<void> reader_loop();
   asio::awaitable<void> health();
   asio::awaitable<void> sweep_deadlines(std::shared_ptr<connection> self);
@@ -430,19 +436,44 @@ asio::awaitable<std::error_code> connection::impl::connect_once() {
   co_return errc::not_connected;
 }
 
-asio::awaitable<void> connection::impl::writer() {
-  for (;;) {
-    if (!conn.pipeline_.has_waiting()) {
-      wake.expires_at(steady::time_point::max());
-      co_await wake.async_wait(ex::as_tuple(asio::use_awaitable));
-      if ((co_await asio::this_coro::cancellation_state).cancelled() !=
-          asio::cancellation_type::none)
-        co_return;
-      continue;
-    }
-    std::string batch = conn.pipeline_.take_write_batch();
+// Started where requests are submitted (once per reply batch or drain, see
+// connection::request_write()) and by its own completion, on the
+// connection's thread. Asio tries the send in the initiating call, so the
+// bytes usually leave before start_write() returns: no handler is posted
+// and no pass of the reactor comes between a submit and its write. (A
+// writer coroutine sleeping on a timer used to be woken by cancelling it:
+// its resumption was a posted handler, behind a pass of the reactor, on the
+// critical path of every decision.) A failed write closes the socket; the
+// reader then fails and the connection is made again.
+void connection::impl::start_write() noexcept {
+  if (writing || !writable || !conn.pipeline_.has_waiting())
+    return;
+  try {
+    conn.pipeline_.take_write_batch(out);
+    writing = true;
     conn.writes_.fetch_add(1, std::memory_order_relaxed);
-    co_await write(asio::buffer(batch));
+    auto done = [self = conn.shared_from_this(), gen = generation](std::error_code ec,
+                                                                   std::size_t) {
+      impl* const i = self->impl_.get();
+      if (i == nullptr || self->stopping_ || i->generation != gen)
+        return; // stopped, or an earlier connection's write
+      i->writing = false;
+      if (ec)
+        i->close_stream();
+      else
+        i->start_write();
+    };
+    std::visit(
+        [&](auto& s) {
+          using S = std::decay_t<decltype(s)>;
+          if constexpr (std::is_same_v<S, std::monostate>)
+            throw std::system_error(errc::not_connected);
+          else
+            asio::async_write(s, asio::buffer(out), std::move(done));
+        },
+        stream);
+  } catch (...) { // out of memory, or no stream: what was taken is failed with the connection
+    close_stream();
   }
 }
 
@@ -452,28 +483,36 @@ asio::awaitable<void> connection::impl::reader_loop() {
     std::size_t n = co_await read_some(asio::buffer(buf));
     reader->feed(buf.data(), n);
     last_reply = steady::now(); // bytes from the server: it is alive (one clock read per read)
-    // The completions of this read's replies go out together (see flush_ready).
-    struct gather {
-      connection& c;
-      explicit gather(connection& conn) : c(conn) { c.gathering_ = true; }
-      gather(const gather&) = delete;
-      gather& operator=(const gather&) = delete;
-      ~gather() { c.flush_ready(); }
-    } const gathered(conn);
-    try {
-      while (auto r = reader->next()) {
-        if (!conn.pipeline_.on_reply(std::move(*r))) {
-          set_error("the server sent a reply nobody asked for");
-          drop_reason = errc::protocol_error;
-          co_return;
+    {
+      // The completions of this read's replies go out together (see flush_ready).
+      struct gather {
+        connection& c;
+        explicit gather(connection& conn) : c(conn) { c.gathering_ = true; }
+        gather(const gather&) = delete;
+        gather& operator=(const gather&) = delete;
+        ~gather() { c.flush_ready(); }
+      } const gathered(conn);
+      try {
+        while (auto r = reader->next()) {
+          if (!conn.pipeline_.on_reply(std::move(*r))) {
+            set_error("the server sent a reply nobody asked for");
+            drop_reason = errc::protocol_error;
+            co_return;
+          }
         }
+      } catch (const protocol_error& e) {
+        set_error(fmt::format("protocol error: {}", e.what()));
+        drop_reason = errc::protocol_error;
+        co_return;
       }
-    } catch (const protocol_error& e) {
-      set_error(fmt::format("protocol error: {}", e.what()));
-      drop_reason = errc::protocol_error;
-      co_return;
+      conn.refresh_load();
     }
-    conn.refresh_load();
+    // Handlers posted to this thread run before the next read is started:
+    // that read is tried at once and finds nothing (the callers have not
+    // sent their next requests yet), a system call that otherwise sat
+    // between a reply and the requests its handler makes.
+    if (std::exchange(conn.posted_here_, false))
+      co_await asio::post(conn.ctx_, asio::use_awaitable);
   }
 }
 
@@ -579,15 +618,18 @@ asio::awaitable<void> connection::impl::run() {
     last_reply = connected_at;
     conn.connects_.fetch_add(1, std::memory_order_relaxed);
     conn.connected_.store(true, std::memory_order_relaxed);
-    auto [order, e1, e2, e3] =
-        co_await ex::make_parallel_group(asio::co_spawn(executor, writer(), ex::deferred),
-                                         asio::co_spawn(executor, reader_loop(), ex::deferred),
+    writable = true;
+    writing = false;
+    start_write(); // what was submitted while connecting
+    auto [order, e1, e2] =
+        co_await ex::make_parallel_group(asio::co_spawn(executor, reader_loop(), ex::deferred),
                                          asio::co_spawn(executor, health(), ex::deferred))
             .async_wait(ex::wait_for_one(), asio::use_awaitable);
     (void)order;
     (void)e1;
     (void)e2;
-    (void)e3;
+    writable = false;
+    ++generation; // a write still under way completes into nothing
     conn.connected_.store(false, std::memory_order_relaxed);
     close_stream();
     conn.pipeline_.on_disconnect(
@@ -624,7 +666,9 @@ connection::~connection() = default;
 
 std::shared_ptr<connection> connection::create(asio::io_context& ctx, connection_options options,
                                                std::shared_ptr<asio::ssl::context> tls) {
-  return std::shared_ptr<connection>(new connection(ctx, std::move(options), std::move(tls)));
+  std::shared_ptr<connection> c(new connection(ctx, std::move(options), std::move(tls)));
+  c->write_kick_ = std::make_shared<write_kick>(c);
+  return c;
 }
 
 void connection::start() {
@@ -637,7 +681,6 @@ void connection::stop() {
       return;
     self->stopping_ = true;
     self->impl_->close_stream();
-    self->impl_->wake.cancel();
     self->impl_->deadline.cancel();
     self->impl_->backoff_timer.cancel();
     self->pipeline_.on_disconnect(errc::shutting_down, true);
@@ -645,7 +688,7 @@ void connection::stop() {
   });
 }
 
-void connection::submit(request* r, std::uint64_t id) {
+void connection::submit(request* r, std::uint64_t id, bool write) {
   if (id != 0)
     live_.emplace(id, r);
   pipeline_.push(*r);
@@ -655,7 +698,8 @@ void connection::submit(request* r, std::uint64_t id) {
     return;
   }
   refresh_load();
-  impl_->wake.cancel();
+  if (write)
+    request_write();
   impl_->arm_deadline();
   if (impl_->backoff_since != steady::time_point::max() &&
       steady::now() - impl_->backoff_since >= impl_->opts.reconnect_min)
@@ -669,7 +713,26 @@ void connection::drain_incoming() {
     batch.swap(incoming_);
   }
   for (const auto& in : batch)
-    submit(in.r, in.id);
+    submit(in.r, in.id, false);
+  if (!batch.empty() && !stopping_)
+    request_write(); // one write for the drain
+}
+
+void connection::request_write() noexcept {
+  // Handlers of a reply batch on this thread: once, when they have all run
+  // (one write for all the requests they made).
+  try {
+    if (ready_batch::defer(write_kick_))
+      return;
+  } catch (...) { // out of memory: now
+  }
+  impl_->start_write();
+}
+
+void connection::write_kick::batch_ended() noexcept {
+  if (const auto c = conn_.lock())
+    if (!c->stopping_ && c->impl_ != nullptr)
+      c->impl_->start_write();
 }
 
 void connection::fail_incoming() noexcept {
@@ -707,6 +770,8 @@ void connection::flush_ready() noexcept {
       continue;
     }
     ready_batch batch(std::move(run));
+    if (&asio::query(ex, asio::execution::context) == &static_cast<asio::execution_context&>(ctx_))
+      posted_here_ = true;
     try {
       // Held across post(): the handlers may run, release their own work
       // and let that io_context's run() return before post() has returned

@@ -137,8 +137,10 @@ private:
 
   template <class Handler> void initiate(Handler handler, std::string payload, bool background);
 
-  // On the connection's thread.
-  void submit(request* r, std::uint64_t id);
+  // On the connection's thread. `write`: start the writer (or have the
+  // running reply batch start it at its end); false when the caller will.
+  void submit(request* r, std::uint64_t id, bool write = true);
+  void request_write() noexcept;
   void cancel(std::uint64_t id);
   void drain_incoming();
   // Any thread: posts drain_incoming() to the connection's thread.
@@ -158,8 +160,20 @@ private:
   void flush_ready() noexcept;
   void refresh_load() noexcept { load_.store(pipeline_.load(), std::memory_order_relaxed); }
 
+  // What a reply batch calls at its end to start the writer once
+  // (request_write()); holds the connection weakly.
+  class write_kick final : public batch_end_work {
+  public:
+    explicit write_kick(std::weak_ptr<connection> c) noexcept : conn_(std::move(c)) {}
+    void batch_ended() noexcept override;
+
+  private:
+    std::weak_ptr<connection> conn_;
+  };
+
   struct impl;
   std::unique_ptr<impl> impl_;
+  std::shared_ptr<write_kick> write_kick_;
   asio::io_context& ctx_;
   pipeline pipeline_;
   // The requests a caller could cancel (id != 0: its handler had a
@@ -183,6 +197,7 @@ private:
   std::chrono::nanoseconds request_timeout_;
   bool stopping_ = false;
   bool gathering_ = false;
+  bool posted_here_ = false;           // flush_ready() posted to ctx_ (see reader_loop)
   std::vector<queued_request*> ready_; // completed, to be posted by flush_ready()
 
   friend struct impl;

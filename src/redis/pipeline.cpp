@@ -45,25 +45,30 @@ void pipeline::push(request& r) {
 
 std::string pipeline::take_write_batch() {
   std::string batch;
+  take_write_batch(batch);
+  return batch;
+}
+
+void pipeline::take_write_batch(std::string& out) {
+  out.clear();
   if (waiting_count_ == 0) {
     waiting_.clear();
-    return batch;
+    return;
   }
   std::size_t total = 0;
   for (const request* r : waiting_)
     if (r != nullptr)
       total += r->payload_.size();
-  batch.reserve(total);
+  out.reserve(total);
   for (request* r : waiting_) {
     if (r == nullptr)
       continue;
-    batch += r->payload_;
+    out += r->payload_;
     r->state_ = request::state::written;
     written_.push_back(r);
   }
   waiting_.clear();
   waiting_count_ = 0;
-  return batch;
 }
 
 bool pipeline::on_reply(reply_ptr reply) {

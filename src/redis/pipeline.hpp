@@ -58,8 +58,10 @@ public:
   void push(request& r);
 
   // Everything waiting, concatenated in order, all marked written. Empty if
-  // nothing waits.
+  // nothing waits. The second form writes it into `out` (cleared first),
+  // reusing its capacity.
   std::string take_write_batch();
+  void take_write_batch(std::string& out);
   bool has_waiting() const noexcept { return waiting_count_ > 0; }
 
   // A reply arrived: it belongs to the oldest written or abandoned request.
