@@ -681,16 +681,12 @@ TEST(RedisKeys, EveryKeyHasATtlAndVanishesOnceRecovered) {
   }
 }
 
-// BUG (reported, not fixed here): a permit released just before its store is
-// destroyed (registry gone, program exiting) usually leaves its lease in
-// Redis: release() only queues a ZREM, and ~redis_store() stops the
-// connections (failing whatever is not yet written) before the writer has
-// sent it. The slot stays taken for every other process until the lease
-// expires (lease_seconds, 30 s by default). Failed in 15 and 16 of 20 runs
-// (--gtest_also_run_disabled_tests --gtest_repeat=20). The ZREM's submit is
-// posted to the store's io_context before connection::stop(), but the writer
-// it wakes is queued after stop(), which fails the unwritten request.
-// Enable once the store drains its fire-and-forget commands on shutdown.
+// A permit released just before its store is destroyed (registry gone,
+// program exiting) frees its slot in Redis: the store sends what is in
+// flight, the release's ZREM included, before it stops its connections.
+// (It used to stop them first, failing the ZREM not yet written: the slot
+// stayed taken for every other process until the lease expired,
+// lease_seconds later. That failed in 15 and 16 of 20 runs.)
 TEST(RedisKeys, ReleaseJustBeforeShutdownReachesRedis) {
   redis_server srv;
   {

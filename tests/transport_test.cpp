@@ -487,6 +487,45 @@ TEST(Transport, ASetupThatNeverCompletesFailsWithTheConnectTimeout) {
   c->stop();
 }
 
+// A write still under way when its connection drops: the server stops
+// reading (SIGSTOP), 16 MB do not fit the sockets' buffers, the health
+// check's PING times out and the connection is made again at once (it
+// served longer than reconnect_max). The connection waits for the write's
+// completion, queued by the close, before the stream goes (over TLS that
+// completion touches the stream's state); requests submitted meanwhile
+// wait for the next connection, which answers them once the server is
+// back. (The fault this wait prevents is not visible to ASan here: the
+// stream lives in the connection's own storage, reused in place.)
+TEST(Transport, AWriteUnderWayWhenATlsConnectionDropsCompletesBeforeItsStreamGoes) {
+  redis_server srv({.tls = true});
+  io_thread io;
+  auto o = options_for(srv.tls_url());
+  o.tls.ca_file = srv.ca_file();
+  o.request_timeout = std::chrono::milliseconds(300);
+  o.health_check_interval = std::chrono::milliseconds(100);
+  o.reconnect_min = std::chrono::milliseconds(10);
+  o.reconnect_max = std::chrono::milliseconds(50);
+  auto c = open(io, o, make_tls_context(o.tls));
+  ASSERT_EQ(run(exec(c, "PING")), "+PONG");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100)); // served > reconnect_max
+  srv.pause();
+  const std::string big(16u << 20, 'x');
+  const std::string echoed = run(exec(c, "ECHO", big));
+  EXPECT_TRUE(echoed == error_text(errc::timeout) || echoed == error_text(errc::connection_lost))
+      << echoed.substr(0, 80);
+  // The PING times out 300 ms after the health check sends it; the
+  // connection drops, and its reconnects wait for the stopped server.
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  EXPECT_FALSE(c->is_connected());
+  srv.resume();
+  const auto t0 = steady::now();
+  std::string r;
+  while (ms_since(t0) < 5000 && (r = run(exec(c, "PING"))) != "+PONG")
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(r, "+PONG");
+  c->stop();
+}
+
 TEST(Transport, PoolOpensMinEagerlyAndGrowsUnderLoad) {
   redis_server srv;
   io_thread io;

@@ -86,8 +86,8 @@ struct host_lookup {
 // Everything that touches the socket; lives and dies with the connection.
 struct connection::impl {
   explicit impl(connection& c, connection_options o, std::shared_ptr<asio::ssl::context> t)
-      : conn(c), opts(std::move(o)), tls(std::move(t)), deadline(c.ctx_), backoff_timer(c.ctx_),
-        rng(std::random_device{}()) {
+      : conn(c), opts(std::move(o)), tls(std::move(t)), deadline(c.ctx_), write_done(c.ctx_),
+        backoff_timer(c.ctx_), rng(std::random_device{}()) {
     deadline.expires_at(steady::time_point::max());
   }
 
@@ -98,12 +98,14 @@ struct connection::impl {
   std::optional<reply_reader> reader{std::in_place};
   asio::steady_timer deadline; // fires at the pipeline's earliest deadline
   // The writer (start_write()): one async_write at a time, of all that waits
-  // when it starts. `writable` while a connection is up; `generation` counts
-  // connections, so that a write of an earlier one completing late touches
-  // nothing; `out` is the bytes being written (its capacity reused).
+  // when it starts. `writable` while a connection is up and nothing has
+  // failed on it; `writing` from a write's start to its completion, which
+  // run() waits for (`write_done`) before the stream may go: a TLS write
+  // completing into a destroyed stream would touch it. `out` is the bytes
+  // being written (its capacity reused).
   bool writable = false;
   bool writing = false;
-  std::uint64_t generation = 0;
+  asio::steady_timer write_done;
   std::string out;
   // The pause between connect attempts; a member so that stop() can cut it
   // short (it used to be a local of run(), and stop() waited it out).
@@ -135,6 +137,7 @@ struct connection::impl {
   }
 
   void close_stream() {
+    writable = false; // what is submitted from now on waits for the next connection
     std::error_code ignored;
     std::visit(
         [&](auto& s) {
@@ -180,6 +183,7 @@ struct connection::impl {
   asio::awaitable<void> run();
   void start_write() noexcept;
   asio::awaitable<void> reader_loop();
+  asio::awaitable<void> read_replies();
   asio::awaitable<void> health();
   asio::awaitable<void> sweep_deadlines(std::shared_ptr<connection> self);
   void arm_deadline() {
@@ -450,14 +454,15 @@ void connection::impl::start_write() noexcept {
     return;
   try {
     conn.pipeline_.take_write_batch(out);
-    writing = true;
     conn.writes_.fetch_add(1, std::memory_order_relaxed);
-    auto done = [self = conn.shared_from_this(), gen = generation](std::error_code ec,
-                                                                   std::size_t) {
+    auto done = [self = conn.shared_from_this()](std::error_code ec, std::size_t) {
       impl* const i = self->impl_.get();
-      if (i == nullptr || self->stopping_ || i->generation != gen)
-        return; // stopped, or an earlier connection's write
+      if (i == nullptr)
+        return; // run() has ended (it waits for this, unless the io_context went)
       i->writing = false;
+      i->write_done.cancel();
+      if (self->stopping_)
+        return;
       if (ec)
         i->close_stream();
       else
@@ -472,12 +477,28 @@ void connection::impl::start_write() noexcept {
             asio::async_write(s, asio::buffer(out), std::move(done));
         },
         stream);
-  } catch (...) { // out of memory, or no stream: what was taken is failed with the connection
+    writing = true; // (a completion never runs inside the initiating call)
+  } catch (...) {   // out of memory, or no stream: what was taken fails with the connection
     close_stream();
   }
 }
 
+// However the reader ends (end of stream, an error, the group's
+// cancellation), nothing more is written to that connection: requests
+// submitted until run() has closed it wait for the next one. (Not in a
+// destructor: when the io_context is destroyed this frame may go after
+// the impl.)
 asio::awaitable<void> connection::impl::reader_loop() {
+  try {
+    co_await read_replies();
+  } catch (...) {
+    writable = false;
+    throw;
+  }
+  writable = false;
+}
+
+asio::awaitable<void> connection::impl::read_replies() {
   std::array<char, 16384> buf{};
   for (;;) {
     std::size_t n = co_await read_some(asio::buffer(buf));
@@ -538,10 +559,13 @@ asio::awaitable<void> connection::impl::health() {
     if (err == errc::timeout) {
       set_error("health check: PING timed out");
       drop_reason = errc::connection_lost;
+      writable = false;
       co_return;
     }
-    if (err)
+    if (err) {
+      writable = false;
       co_return;
+    }
   }
 }
 
@@ -619,7 +643,6 @@ asio::awaitable<void> connection::impl::run() {
     conn.connects_.fetch_add(1, std::memory_order_relaxed);
     conn.connected_.store(true, std::memory_order_relaxed);
     writable = true;
-    writing = false;
     start_write(); // what was submitted while connecting
     auto [order, e1, e2] =
         co_await ex::make_parallel_group(asio::co_spawn(executor, reader_loop(), ex::deferred),
@@ -628,10 +651,12 @@ asio::awaitable<void> connection::impl::run() {
     (void)order;
     (void)e1;
     (void)e2;
-    writable = false;
-    ++generation; // a write still under way completes into nothing
     conn.connected_.store(false, std::memory_order_relaxed);
     close_stream();
+    while (writing) { // its completion was queued by the close
+      write_done.expires_at(steady::time_point::max());
+      co_await write_done.async_wait(ex::as_tuple(asio::use_awaitable));
+    }
     conn.pipeline_.on_disconnect(
         conn.stopping_ ? std::error_code(errc::shutting_down)
                        : (drop_reason ? drop_reason : std::error_code(errc::connection_lost)),

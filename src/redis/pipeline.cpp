@@ -60,12 +60,23 @@ void pipeline::take_write_batch(std::string& out) {
     if (r != nullptr)
       total += r->payload_.size();
   out.reserve(total);
+  // All or nothing: if a push runs out of memory the pushed ones are taken
+  // back, and every request is still waiting (and in waiting_ only).
+  const std::size_t before = written_.size();
+  try {
+    for (request* r : waiting_)
+      if (r != nullptr)
+        written_.push_back(r);
+  } catch (...) {
+    written_.resize(before);
+    out.clear();
+    throw;
+  }
   for (request* r : waiting_) {
     if (r == nullptr)
       continue;
-    out += r->payload_;
+    out += r->payload_; // reserved: does not throw
     r->state_ = request::state::written;
-    written_.push_back(r);
   }
   waiting_.clear();
   waiting_count_ = 0;
