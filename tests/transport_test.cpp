@@ -88,6 +88,18 @@ asio::awaitable<std::string> exec(std::shared_ptr<connection> c, const Args&... 
   return exec_argv(std::move(c), std::vector<std::string>{std::string(args)...});
 }
 
+// Sends `args` every 20 ms until the reply shows as `wanted` or 5 s have
+// passed; returns the last reply (as shown by exec()).
+std::string retry_until(const std::shared_ptr<connection>& c, std::vector<std::string> args,
+                        const std::string& wanted) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string r;
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5) &&
+         (r = run(exec_argv(c, args))) != wanted)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return r;
+}
+
 std::string error_text(errc e) {
   return "!" + make_error_code(e).message();
 }
@@ -285,11 +297,7 @@ TEST(Transport, ServerStoppedMidLoadFailsOnTimeAndRecovers) {
     EXPECT_LT(l.slowest_failure_ms.load(), 500.0 + 250.0);
     srv.start();
     // Back without restarting anything on our side.
-    const auto t0 = steady::now();
-    std::string r;
-    while (ms_since(t0) < 5000 && (r = run(exec(c, "PING"))) != "+PONG")
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    EXPECT_EQ(r, "+PONG");
+    EXPECT_EQ(retry_until(c, {"PING"}, "+PONG"), "+PONG");
   }
   c->stop();
 }
@@ -306,11 +314,7 @@ TEST(Transport, ClientPauseLongerThanTheTimeoutTimesOutThenRecovers) {
   EXPECT_EQ(run(exec(c, "PING")), error_text(errc::timeout));
   EXPECT_NEAR(ms_since(t0), 400.0, 150.0);
   std::this_thread::sleep_for(std::chrono::milliseconds(1300));
-  const auto t1 = steady::now();
-  std::string r;
-  while (ms_since(t1) < 5000 && (r = run(exec(c, "ECHO", "after"))) != "after")
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_EQ(r, "after");
+  EXPECT_EQ(retry_until(c, {"ECHO", "after"}, "after"), "after");
   c->stop();
 }
 
@@ -518,11 +522,7 @@ TEST(Transport, AWriteUnderWayWhenATlsConnectionDropsCompletesBeforeItsStreamGoe
   std::this_thread::sleep_for(std::chrono::milliseconds(800));
   EXPECT_FALSE(c->is_connected());
   srv.resume();
-  const auto t0 = steady::now();
-  std::string r;
-  while (ms_since(t0) < 5000 && (r = run(exec(c, "PING"))) != "+PONG")
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_EQ(r, "+PONG");
+  EXPECT_EQ(retry_until(c, {"PING"}, "+PONG"), "+PONG");
   c->stop();
 }
 
