@@ -134,8 +134,8 @@ TEST(Dns, TheConnectTimeoutCoversASlowLookup) {
 }
 
 // A name server slower than socket_connect_timeout (0.7 s against 0.3 s):
-// the attempt that gives up on the lookup leaves it to the next one, which
-// takes its answer up and connects. Each attempt used to start a lookup of
+// the attempts that give up on the lookup leave it under way, and the first
+// one after its answer takes it up and connects. Each attempt used to start a lookup of
 // its own and give up on it in turn: the store never connected, and a
 // thread was started per attempt.
 TEST(Dns, ALookupSlowerThanTheConnectTimeoutStillConnects) {
@@ -152,7 +152,7 @@ TEST(Dns, ALookupSlowerThanTheConnectTimeoutStillConnects) {
   while (!held.allowed && seconds_since(t0) < 5) {
     try {
       held = try_now(l);
-    } catch (const store_error& e) { // the first attempt's connect timeout
+    } catch (const store_error& e) { // the attempts before the answer time out
       last = e.what();
     }
   }

@@ -1,7 +1,8 @@
 // The connection's socket side: connect (TCP, TLS, unix) under a deadline,
 // AUTH / SELECT / CLIENT SETNAME, then one reader, a writer started by the
-// requests, a deadline sweeper and a health check, until something fails; then reconnect with
-// exponential backoff and jitter. All of it runs on the store's thread.
+// requests, a deadline sweeper and a health check, until something fails;
+// then reconnect with exponential backoff and jitter. All of it runs on the
+// store's thread.
 #include "redis/connection.hpp"
 
 #include <array>
@@ -554,13 +555,11 @@ asio::awaitable<void> connection::impl::health() {
     std::vector<std::string_view> ping{"PING"};
     auto [err, reply] =
         co_await conn.async_execute(encode_command(ping), ex::as_tuple(asio::use_awaitable));
-    if (err == errc::timeout) {
-      set_error("health check: PING timed out");
-      drop_reason = errc::connection_lost;
-      writable = false;
-      co_return;
-    }
-    if (err) {
+    if (err) { // the group ends with this check: nothing more is written
+      if (err == errc::timeout) {
+        set_error("health check: PING timed out");
+        drop_reason = errc::connection_lost;
+      }
       writable = false;
       co_return;
     }
