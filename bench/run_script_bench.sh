@@ -25,6 +25,13 @@
 #          decision is refused
 #   hot    10 keys (-r 10), 100,000/s, burst 1000: every
 #          decision admits, each key is touched every ~0.1 ms
+# With max_concurrent (a second key, the lease set; ARGV adds lease id and
+# lease time to live; not in the default set, and for the token-bucket
+# scripts only: the reference has no leases):
+#   leases as admit, max_concurrent 1,000,000, leases of 1 ms: the lease set
+#          has expired by the next touch, as a set whose leases were released
+#   held   the same with leases of 30 s and one lease id: the set stays, with
+#          one member
 #
 # Usage: bench/run_script_bench.sh [--reps N] [--requests N] [--scenarios "admit live deny hot"]
 #                                  [--script NAME=PATH]...
@@ -64,11 +71,20 @@ scenario_args() {
   live) echo "100000 1000000 1 0 10000 0" ;;
   deny) echo "10000000 1 1 0 10000 0" ;;
   hot) echo "10 1000 1 0 10000 0" ;;
+  leases) echo "1000 1000 1 0 0 1000000 lease 1000" ;;
+  held) echo "1000 1000 1 0 10000 1000000 lease 30000000" ;;
   *) echo "run_script_bench.sh: unknown scenario: $1" >&2; exit 2 ;;
   esac
 }
 
 scenario_keys() { if [[ "$1" == hot ]]; then echo 10; else echo 10000; fi; }
+# The script's keys: the bucket, and the lease set where there are leases.
+scenario_key_args() {
+  case "$1" in
+  leases | held) echo "2 rl:{__rand_int__}:tb rl:{__rand_int__}:cc" ;;
+  *) echo "1 rl:__rand_int__" ;;
+  esac
+}
 
 
 RESULTS_DIR="${RESULTS_DIR:-$ROOT/build-bench/script-bench-results/$(date +%Y%m%d-%H%M%S)}"
@@ -101,14 +117,15 @@ echo "scenario,script,rep,usec_per_call,rps,calls,failed_calls,writes_per_call,s
 measure() {
   local scenario="$1" i="$2" rep="$3"
   local name="${NAMES[$i]}" base="$RESULTS_DIR/$scenario-${NAMES[$i]}-$rep"
-  local args
+  local args keys
   read -r -a args <<<"$(scenario_args "$scenario")"
+  read -r -a keys <<<"$(scenario_key_args "$scenario")"
   cli FLUSHALL >/dev/null
   cli CONFIG RESETSTAT >/dev/null
   local c0 c1
   c0="$(cpu_line)"
   redis-benchmark -p "$PORT" -c 8 -P 16 -r "$(scenario_keys "$scenario")" -n "$REQUESTS" --csv \
-    EVALSHA "${SHAS[$i]}" 1 "rl:__rand_int__" "${args[@]}" >"$base.out" 2>"$base.err"
+    EVALSHA "${SHAS[$i]}" "${keys[@]}" "${args[@]}" >"$base.out" 2>"$base.err"
   c1="$(cpu_line)"
   cli INFO commandstats >"$base.stats"
   local upc calls failed rps writes steal
@@ -136,7 +153,7 @@ measure() {
     echo "script ${NAMES[$i]}: ${PATHS[$i]#"$ROOT"/} (sha ${SHAS[$i]})"
   done
   for s in $SCENARIOS; do
-    echo "$s: redis-benchmark -p $PORT -c 8 -P 16 -r $(scenario_keys "$s") -n $REQUESTS EVALSHA <sha> 1 rl:__rand_int__ $(scenario_args "$s")"
+    echo "$s: redis-benchmark -p $PORT -c 8 -P 16 -r $(scenario_keys "$s") -n $REQUESTS EVALSHA <sha> $(scenario_key_args "$s") $(scenario_args "$s")"
   done
   echo "raw results: $RESULTS_DIR"
 } | tee "$RESULTS_DIR/header.txt"

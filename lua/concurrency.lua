@@ -1,6 +1,9 @@
 -- A concurrency slot as a lease: a member of a zset scored by its expiry in
--- Redis TIME microseconds. Expired leases (crashed holders) are reclaimed on
--- every acquire; a live holder renews its lease (renew_lease.lua).
+-- Redis TIME microseconds. Expired leases (crashed holders) are reclaimed
+-- when they would make the set look full (below the limit they cannot change
+-- the answer: one ZCARD decides, and the set's TTL outlives its newest lease);
+-- a live holder renews its lease (renew_lease.lua). held = 0: the set is new,
+-- with no TTL yet.
 --
 -- KEYS[1]  leases: zset lease id -> expiry us
 -- ARGV[1]  max_concurrent
@@ -15,14 +18,18 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if #ARGV > 4 then
   redis.call('ZREM', KEYS[1], unpack(ARGV, 5))
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  return {2, 0, 0}
+local max_concurrent = tonumber(ARGV[1])
+local held = redis.call('ZCARD', KEYS[1])
+if held >= max_concurrent then
+  held = held - redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if held >= max_concurrent then
+    return {2, 0, 0}
+  end
 end
 local expiry = now + tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], string.format('%.0f', expiry), ARGV[2])
 local ttl = math.ceil((expiry - now + tonumber(ARGV[4])) / 1000)
-if redis.call('PTTL', KEYS[1]) < ttl then
+if held == 0 or redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return 0

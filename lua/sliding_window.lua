@@ -32,13 +32,19 @@ local max_wait = tonumber(ARGV[4])
 local margin = tonumber(ARGV[5])
 local max_concurrent = tonumber(ARGV[6])
 
+-- Expired leases are dropped only when they would make the set look full
+-- (as in token_bucket.lua); held = 0: the set is new.
+local held = 0
 if max_concurrent > 0 then
   if #ARGV > 8 then
     redis.call('ZREM', KEYS[2], unpack(ARGV, 9))
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= max_concurrent then
-    return {2, 0, 0}
+  held = redis.call('ZCARD', KEYS[2])
+  if held >= max_concurrent then
+    held = held - redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+    if held >= max_concurrent then
+      return {2, 0, 0}
+    end
   end
 end
 
@@ -122,7 +128,7 @@ if max_concurrent > 0 then
   local expiry = now + wait + tonumber(ARGV[8])
   redis.call('ZADD', KEYS[2], string.format('%.0f', expiry), ARGV[7])
   local ttl = math.ceil((expiry - now + margin) / 1000)
-  if redis.call('PTTL', KEYS[2]) < ttl then
+  if held == 0 or redis.call('PTTL', KEYS[2]) < ttl then
     redis.call('PEXPIRE', KEYS[2], ttl)
   end
 end

@@ -33,16 +33,24 @@
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
 
+-- Leases: expired ones (holders that crashed) are dropped only when they
+-- would make the set look full; below the limit they cannot change the
+-- answer, and the set's TTL outlives its newest lease anyway. So an admission
+-- counts with one ZCARD, and `held` = 0 says the set is new (no TTL yet).
 local max_concurrent = 0
+local held = 0
 if ARGV[6] ~= '0' then
   max_concurrent = tonumber(ARGV[6])
   if max_concurrent > 0 then
     if #ARGV > 8 then
       redis.call('ZREM', KEYS[2], unpack(ARGV, 9))
     end
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now))
-    if redis.call('ZCARD', KEYS[2]) >= max_concurrent then
-      return {2, 0, 0}
+    held = redis.call('ZCARD', KEYS[2])
+    if held >= max_concurrent then
+      held = held - redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now))
+      if held >= max_concurrent then
+        return {2, 0, 0}
+      end
     end
   end
 end
@@ -90,7 +98,7 @@ if max_concurrent > 0 then
   local expiry = now + wait + tonumber(ARGV[8])
   redis.call('ZADD', KEYS[2], string.format('%.0f', expiry), ARGV[7])
   local ttl = math.ceil((expiry - now + ARGV[5]) / 1000)
-  if redis.call('PTTL', KEYS[2]) < ttl then
+  if held == 0 or redis.call('PTTL', KEYS[2]) < ttl then
     redis.call('PEXPIRE', KEYS[2], ttl)
   end
 end
