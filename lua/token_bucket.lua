@@ -25,8 +25,9 @@
 -- convert, one reply object for the client to allocate instead of four.)
 --
 -- This runs once per decision, so it is written for the server's time
--- (bench/run_script_bench.sh measures it): a refusal reads and returns, an
--- admission writes once, and the TTL is rewritten only when it must grow.
+-- (bench/run_script_bench.sh measures it): a refusal reads and returns
+-- (a full lease set is first pruned of its expired leases), an admission
+-- writes once, and the TTL is rewritten only when it must grow.
 -- Strings become numbers by arithmetic (one strtod; tonumber() does two), and
 -- numbers go to redis.call as strings made with %d (a number argument costs
 -- a %.17g conversion).
