@@ -16,6 +16,8 @@
 #include <asio/use_awaitable.hpp>
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <gtest/gtest.h>
 #include <map>
@@ -733,6 +735,40 @@ std::int64_t zrem_calls(redis_server& srv) {
 // The last reference dropped on the store's thread, inside a batch of reply
 // handlers whose next one is a ZREM's completion: that completion refers to
 // the store, which used to be deleted before it ran (ASan: use after free).
+// The threads ratesync starts are named (top -H, perf --sort comm, gdb):
+// a store's own I/O thread "rs-io:<store>", cut to Linux's 15 characters.
+TEST(RedisStore, ItsOwnThreadIsNamedAfterIt) {
+#if defined(__linux__)
+  const auto thread_names = [] {
+    std::multiset<std::string> names;
+    for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream in(t.path() / "comm");
+      std::string n;
+      std::getline(in, n);
+      names.insert(n);
+    }
+    return names;
+  };
+  redis_server srv;
+  registry reg;
+  ASSERT_EQ(thread_names().count("rs-io:cache"), 0u);
+  reg.configure_store("cache", redis_store(srv, "names"));
+  reg.configure_store("a_long_store_name", redis_store(srv, "names2"));
+  limiter_options o = bucket(1e6, 1000);
+  o.store = "cache";
+  reg.configure_limiter("a", o);
+  o.store = "a_long_store_name";
+  reg.configure_limiter("b", o);
+  ASSERT_TRUE(try_now(reg.get_limiter("a")).allowed);
+  ASSERT_TRUE(try_now(reg.get_limiter("b")).allowed);
+  const auto names = thread_names();
+  EXPECT_EQ(names.count("rs-io:cache"), 1u);
+  EXPECT_EQ(names.count("rs-io:a_long_st"), 1u);
+#else
+  GTEST_SKIP() << "thread names are set on Linux only";
+#endif
+}
+
 TEST(RedisStore, TheLastReferenceDroppedOnItsThreadOutlivesTheRestOfTheBatch) {
   redis_server srv;
   auto reg = std::make_unique<registry>();

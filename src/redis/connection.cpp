@@ -33,6 +33,8 @@
 #include <variant>
 #include <vector>
 
+#include "thread_name.hpp"
+
 namespace ratesync::redis {
 
 using namespace std::chrono_literals;
@@ -257,6 +259,7 @@ asio::awaitable<std::vector<tcp::endpoint>> connection::impl::look_up(steady::ti
 void connection::impl::start_lookup() {
   auto l = std::make_shared<host_lookup>();
   std::thread([l, host = opts.where.host, port = opts.where.port] {
+    ratesync::detail::name_this_thread("rs-dns");
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;

@@ -33,6 +33,7 @@
 #include "redis/script.hpp"
 #include "redis/script_reply.hpp"
 #include "redis/url.hpp"
+#include "thread_name.hpp"
 
 namespace ratesync::redis {
 
@@ -208,9 +209,13 @@ public:
 
   asio::io_context& context() const noexcept { return ctx_; }
   bool owns_thread() const noexcept { return own_ != nullptr; }
-  // Runs the store's own io_context (its thread's body).
+  // Runs the store's own io_context (its thread's body), in a thread named
+  // "rs-io:<store>" (cut to 15 characters).
   std::function<void()> thread_body() const {
-    return [io = own_] { io->ctx.run(); };
+    return [io = own_, name = "rs-io:" + name_] {
+      ratesync::detail::name_this_thread(name);
+      io->ctx.run();
+    };
   }
   // Fire-and-forget commands (releases, undos, renewals) not yet answered.
   std::int64_t unsent() const noexcept { return unsent_.load(std::memory_order_acquire); }
