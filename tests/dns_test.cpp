@@ -12,6 +12,7 @@
 // private redis-server.
 // (An executable's own definition of a libc function is the one the library
 // calls; the sanitizer runtimes, where the stages use them, come after it.)
+#include <array>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
@@ -19,7 +20,9 @@
 #include <chrono>
 #include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <mutex>
 #include <netdb.h>
+#include <pthread.h>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -37,6 +40,9 @@ std::atomic<int> slow_lookups{0}; // NOLINT(cppcoreguidelines-avoid-non-const-gl
 constexpr std::string_view late_name = "late-dns.invalid";
 constexpr auto late_for = std::chrono::milliseconds(700);
 std::atomic<int> late_lookups{0}; // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+// The name of the thread that looked up late_name last (ratesync names it).
+std::mutex late_thread_mutex; // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+std::string late_thread_name; // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
 
 } // namespace
 
@@ -51,6 +57,12 @@ extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo
   }
   if (node != nullptr && std::string_view(node) == late_name) {
     late_lookups.fetch_add(1);
+    {
+      std::array<char, 16> name{};
+      pthread_getname_np(pthread_self(), name.data(), name.size());
+      const std::lock_guard lk(late_thread_mutex);
+      late_thread_name = name.data();
+    }
     std::this_thread::sleep_for(late_for);
     return real("127.0.0.1", service, hints, res);
   }
@@ -160,6 +172,8 @@ TEST(Dns, ALookupSlowerThanTheConnectTimeoutStillConnects) {
   EXPECT_EQ(srv.query({"ZCARD", "dns:{cc}:cc"}).integer, 1) << "the lease is not in this server";
   EXPECT_LT(seconds_since(t0), 2.0);
   EXPECT_EQ(late_lookups.load() - before, 1) << "one lookup, taken up by the next attempt";
+  const std::lock_guard lk(late_thread_mutex);
+  EXPECT_EQ(late_thread_name, "rs-dns") << "the lookup's thread is named";
 }
 
 TEST(Dns, AStoreOnItsOwnThreadIsDroppedWithoutWaitingForALookup) {
