@@ -147,9 +147,9 @@ TEST(Dns, TheConnectTimeoutCoversASlowLookup) {
 
 // A name server slower than socket_connect_timeout (0.7 s against 0.3 s):
 // the attempts that give up on the lookup leave it under way, and the first
-// one after its answer takes it up and connects. Each attempt used to start a lookup of
-// its own and give up on it in turn: the store never connected, and a
-// thread was started per attempt.
+// one after its answer takes it up and connects. Each attempt used to start
+// a lookup of its own and give up on it in turn: the store never connected,
+// and a thread was started per attempt.
 TEST(Dns, ALookupSlowerThanTheConnectTimeoutStillConnects) {
   redis_server srv;
   const int before = late_lookups.load();

@@ -409,16 +409,18 @@ TEST(Fault, OutOfMemoryWithNoeviction) {
   // The lease limiters on a store of their own: on one store the plain
   // buckets' -OOM answers would open the breaker they share, and they would
   // fail by it whatever Redis answered them.
-  std::vector<group> groups = both_policies();
-  for (group& g : groups)
-    g.store = "r2";
+  std::vector<group> groups;
   for (group g : both_policies()) {
-    g.name = "plain_" + g.name;
-    g.leases = false;
+    g.store = "r2";
+    g.acquirers = 50;
     groups.push_back(g);
   }
-  for (group& g : groups)
-    g.acquirers = 50; // 200 in all
+  for (group g : both_policies()) { // 200 acquirers in all
+    g.name = "plain_" + g.name;
+    g.leases = false;
+    g.acquirers = 50;
+    groups.push_back(g);
+  }
   run_scenario({"oom",
                 groups,
                 [](redis_server& srv) {

@@ -732,9 +732,6 @@ std::int64_t zrem_calls(redis_server& srv) {
   return static_cast<std::int64_t>(client_commands(srv, "ZREM").size());
 }
 
-// The last reference dropped on the store's thread, inside a batch of reply
-// handlers whose next one is a ZREM's completion: that completion refers to
-// the store, which used to be deleted before it ran (ASan: use after free).
 // The threads ratesync starts are named (top -H, perf --sort comm, gdb):
 // a store's own I/O thread "rs-io:<store>", cut to Linux's 15 characters.
 TEST(RedisStore, ItsOwnThreadIsNamedAfterIt) {
@@ -769,6 +766,9 @@ TEST(RedisStore, ItsOwnThreadIsNamedAfterIt) {
 #endif
 }
 
+// The last reference dropped on the store's thread, inside a batch of reply
+// handlers whose next one is a ZREM's completion: that completion refers to
+// the store, which used to be deleted before it ran (ASan: use after free).
 TEST(RedisStore, TheLastReferenceDroppedOnItsThreadOutlivesTheRestOfTheBatch) {
   redis_server srv;
   auto reg = std::make_unique<registry>();
